@@ -1,0 +1,212 @@
+//! The event a client sends, and the rules it must meet before the server queues it.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::limits::*;
+
+/// One analytics event, as it travels from an SDK (or `curl`) to the server.
+///
+/// Only `site_id` and `event_type` are required, so that the seed's curl works and custom
+/// events need not invent a path. `event_id` makes retries safe: the server stores an id
+/// once, however often it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The website or app the event belongs to.
+    pub site_id: String,
+    /// `page_view`, `click`, or any custom name.
+    pub event_type: String,
+    /// The URL path the event happened on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Who did it; anonymous events leave it out and are not counted as users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// When it happened on the client; the server's clock when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::flexible")]
+    pub timestamp: Option<DateTime<Utc>>,
+    /// A client-made id (UUIDv7 from the SDKs) that deduplicates retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Free-form properties, kept with the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub props: Option<Map<String, Value>>,
+}
+
+/// Why an event was refused. The text names the field, so a developer can fix the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// A required field is empty.
+    #[error("`{0}` must not be empty")]
+    Empty(&'static str),
+    /// A field is longer than the limit.
+    #[error("`{field}` is {len} bytes, longer than the limit of {max}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A field holds control characters, which no real id or path does.
+    #[error("`{0}` must not contain control characters")]
+    ControlCharacters(&'static str),
+    /// `props` has too many entries or is too large.
+    #[error("`props` is too large: at most {MAX_PROPS} entries and {MAX_PROPS_BYTES} bytes")]
+    PropsTooLarge,
+    /// The timestamp is too far in the future to be a clock error.
+    #[error("`timestamp` is more than {MAX_CLOCK_SKEW_SECS} seconds in the future")]
+    TimestampInFuture,
+    /// The body could not be read as an event.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<(), ValidationError> {
+    if required && value.trim().is_empty() {
+        return Err(ValidationError::Empty(field));
+    }
+    if value.len() > max {
+        return Err(ValidationError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::ControlCharacters(field));
+    }
+    Ok(())
+}
+
+impl Event {
+    /// An event of `event_type` for `site_id`, with nothing else set.
+    pub fn new(site_id: impl Into<String>, event_type: impl Into<String>) -> Self {
+        Self {
+            site_id: site_id.into(),
+            event_type: event_type.into(),
+            path: None,
+            user_id: None,
+            timestamp: None,
+            event_id: None,
+            props: None,
+        }
+    }
+
+    /// Parses one event from JSON, turning serde's message into a [`ValidationError`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
+        serde_json::from_slice(bytes).map_err(|e| ValidationError::Malformed(describe_json_error(&e)))
+    }
+
+    /// Checks every limit. `now` is passed in because this crate has no clock.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
+        check_text("site_id", &self.site_id, MAX_SITE_ID_BYTES, true)?;
+        check_text("event_type", &self.event_type, MAX_EVENT_TYPE_BYTES, true)?;
+        if let Some(path) = &self.path {
+            check_text("path", path, MAX_PATH_BYTES, false)?;
+        }
+        if let Some(user_id) = &self.user_id {
+            check_text("user_id", user_id, MAX_USER_ID_BYTES, false)?;
+        }
+        if let Some(props) = &self.props {
+            let bytes = serde_json::to_vec(props).map(|v| v.len()).unwrap_or(usize::MAX);
+            if props.len() > MAX_PROPS || bytes > MAX_PROPS_BYTES {
+                return Err(ValidationError::PropsTooLarge);
+            }
+        }
+        if let Some(ts) = self.timestamp {
+            if ts > now + TimeDelta::seconds(MAX_CLOCK_SKEW_SECS) {
+                return Err(ValidationError::TimestampInFuture);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_json's messages name the problem and position; prefix them so the reader knows
+/// it was the JSON that was wrong.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => format!("malformed JSON: {e}"),
+        Category::Data | Category::Io => format!("invalid event: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z").unwrap().to_utc()
+    }
+
+    #[test]
+    fn the_seed_example_parses_and_validates() {
+        let e = Event::from_json(
+            br#"{"site_id":"site-001","event_type":"page_view","path":"/home","user_id":"user123"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.path.as_deref(), Some("/home"));
+        e.validate(now()).unwrap();
+    }
+
+    #[test]
+    fn missing_site_id_is_named() {
+        let err = Event::from_json(br#"{"event_type":"page_view"}"#).unwrap_err();
+        assert!(err.to_string().contains("site_id"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Event::from_json(br#"{"site_id":5,"event_type":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn over_long_path_is_refused() {
+        let mut e = Event::new("s", "page_view");
+        e.path = Some("/".repeat(MAX_PATH_BYTES + 1));
+        assert!(matches!(
+            e.validate(now()),
+            Err(ValidationError::TooLong { field: "path", .. })
+        ));
+    }
+
+    #[test]
+    fn empty_site_id_is_refused() {
+        let e = Event::new(" ", "page_view");
+        assert_eq!(e.validate(now()), Err(ValidationError::Empty("site_id")));
+    }
+
+    #[test]
+    fn timestamps_accept_rfc3339_and_millis_and_refuse_the_far_future() {
+        let e = Event::from_json(br#"{"site_id":"s","event_type":"t","timestamp":1764072000000}"#)
+            .unwrap();
+        assert_eq!(e.timestamp.unwrap().to_rfc3339(), "2025-11-25T12:00:00+00:00");
+        let e = Event::from_json(
+            br#"{"site_id":"s","event_type":"t","timestamp":"2030-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.validate(now()), Err(ValidationError::TimestampInFuture));
+        let err =
+            Event::from_json(br#"{"site_id":"s","event_type":"t","timestamp":"soon"}"#).unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn too_many_props_are_refused() {
+        let mut e = Event::new("s", "t");
+        let props = (0..=MAX_PROPS).map(|i| (i.to_string(), Value::from(i))).collect();
+        e.props = Some(props);
+        assert_eq!(e.validate(now()), Err(ValidationError::PropsTooLarge));
+    }
+}

@@ -1,0 +1,318 @@
+//! The embedded backend: one SQLite file in `DATA_DIR`.
+//!
+//! The queue and `events` are tables keyed by event id. SQLite runs in WAL mode with full
+//! sync, so an acknowledged enqueue survives a crash or power loss, and stats reads run
+//! beside writes. Calls run on the blocking pool, one writer connection and one reader.
+//! Moving a batch is one transaction: insert what is not yet in `events`, delete from the
+//! queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use beacon_protocol::{PathCount, Stats, TimeRange};
+use chrono::Utc;
+use rusqlite::{Connection, params, params_from_iter, types::Value as SqlValue};
+use uuid::Uuid;
+
+use crate::{
+    ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, millis,
+    new_claim_token,
+};
+
+const DB_FILE: &str = "beacon.db";
+const EVENT_COLUMNS: &str =
+    "event_id, site_id, event_type, path, user_id, timestamp, ingested_at, props";
+
+/// A SQLite database in a data directory.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    queue: String,
+    claim_lease: Duration,
+}
+
+impl EmbeddedStore {
+    pub(crate) async fn open(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        let dir = data_dir.to_owned();
+        let queue = config.queue_name.clone();
+        let (writer, reader, path) = tokio::task::spawn_blocking(move || -> Result<_> {
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let path = dir.join(DB_FILE);
+            let writer = connect(&path)?;
+            create_schema(&writer, &queue)?;
+            let reader = connect(&path)?;
+            Ok((writer, reader, path))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+            queue: config.queue_name.clone(),
+            claim_lease: config.claim_lease,
+        })
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "embedded SQLite store at {} (queue `{}`)",
+            self.path.display(),
+            self.queue
+        )
+    }
+
+    /// Runs `f` with a connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        connection: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = Arc::clone(connection);
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means a panic mid-call; SQLite rolled the transaction back,
+            // so the connection itself is still sound.
+            let mut conn = connection.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn, &queue)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    pub(crate) async fn enqueue(&self, events: &[QueuedEvent]) -> Result<()> {
+        let events = events.to_vec();
+        self.with(&self.writer, move |conn, queue| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO \"{queue}\" ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(event_id) DO NOTHING"
+                ))?;
+                for e in &events {
+                    insert.execute(params![
+                        e.event_id.to_string(),
+                        e.site_id,
+                        e.event_type,
+                        e.path,
+                        e.user_id,
+                        millis(e.timestamp),
+                        millis(e.ingested_at),
+                        e.props.as_ref().map(|p| serde_json::Value::Object(p.clone()).to_string()),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
+        let token = new_claim_token();
+        let lease = i64::try_from(self.claim_lease.as_millis()).unwrap_or(i64::MAX);
+        let claim_token = token.clone();
+        let events = self
+            .with(&self.writer, move |conn, queue| {
+                let now = millis(Utc::now());
+                let mut stmt = conn.prepare_cached(&format!(
+                    "UPDATE \"{queue}\" SET claim = ?1, claimed_until = ?2
+                     WHERE seq IN (SELECT seq FROM \"{queue}\" WHERE claimed_until < ?3
+                                   ORDER BY seq LIMIT ?4)
+                     RETURNING seq, {EVENT_COLUMNS}"
+                ))?;
+                let limit = i64::try_from(max).unwrap_or(i64::MAX);
+                let mut rows = stmt
+                    .query_map(
+                        params![claim_token, now.saturating_add(lease), now, limit],
+                        |row| Ok((row.get::<_, i64>(0)?, read_event(row, 1))),
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.sort_by_key(|(seq, _)| *seq);
+                rows.into_iter().map(|(_, e)| e).collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(ClaimedBatch { token, events })
+    }
+
+    pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
+        let token = batch.token.clone();
+        let claimed = batch.len();
+        self.with(&self.writer, move |conn, queue| {
+            let tx = conn.transaction()?;
+            let inserted = tx.execute(
+                &format!(
+                    "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
+                     SELECT {EVENT_COLUMNS}, ?2 FROM \"{queue}\" WHERE claim = ?1
+                     ON CONFLICT(event_id) DO NOTHING"
+                ),
+                params![token, millis(Utc::now())],
+            )?;
+            let removed = tx.execute(
+                &format!("DELETE FROM \"{queue}\" WHERE claim = ?1"),
+                params![token],
+            )?;
+            tx.commit()?;
+            if removed < claimed {
+                tracing::warn!(
+                    claimed,
+                    removed,
+                    "part of the batch was re-claimed by another worker after its lease ran out"
+                );
+            }
+            Ok(MoveOutcome {
+                inserted,
+                duplicates: removed - inserted,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn stats(&self, range: &TimeRange) -> Result<Stats> {
+        let range = range.clone();
+        self.with(&self.reader, move |conn, _| {
+            let (filter, args) = filter_sql(&range);
+            let tx = conn.transaction()?; // one snapshot for all three answers
+            let count = |sql: &str| -> rusqlite::Result<u64> {
+                tx.query_row(sql, params_from_iter(args.iter()), |r| r.get::<_, i64>(0))
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+            };
+            let total_events = count(&format!("SELECT COUNT(*) FROM events WHERE {filter}"))?;
+            let unique_users = count(&format!(
+                "SELECT COUNT(DISTINCT user_id) FROM events WHERE {filter} AND user_id IS NOT NULL"
+            ))?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT path, COUNT(*) AS n FROM events WHERE {filter} AND path IS NOT NULL
+                 GROUP BY path ORDER BY n DESC, path ASC LIMIT {}",
+                range.limit
+            ))?;
+            let top_paths = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok(PathCount {
+                        path: r.get(0)?,
+                        count: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Stats {
+                total_events,
+                unique_users,
+                top_paths,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn queue_depth(&self) -> Result<u64> {
+        self.with(&self.reader, |conn, queue| {
+            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM \"{queue}\""), [], |r| {
+                r.get(0)
+            })?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    pub(crate) async fn event_ids(&self, site_id: &str) -> Result<Vec<Uuid>> {
+        let site_id = site_id.to_owned();
+        self.with(&self.reader, move |conn, _| {
+            let mut stmt = conn.prepare("SELECT event_id FROM events WHERE site_id = ?1")?;
+            let ids = stmt
+                .query_map([site_id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.iter()
+                .map(|s| {
+                    Uuid::parse_str(s).map_err(|_| StoreError::Corrupt(format!("event id {s}")))
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL lets stats read while the worker writes; FULL makes every commit durable.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "SQLite did not switch to WAL mode");
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS \"{queue}\" (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             event_id TEXT NOT NULL UNIQUE,
+             site_id TEXT NOT NULL,
+             event_type TEXT NOT NULL,
+             path TEXT,
+             user_id TEXT,
+             timestamp INTEGER NOT NULL,
+             ingested_at INTEGER NOT NULL,
+             props TEXT,
+             claim TEXT,
+             claimed_until INTEGER NOT NULL DEFAULT 0
+         );
+         CREATE INDEX IF NOT EXISTS \"{queue}_claim\" ON \"{queue}\" (claim);
+         CREATE TABLE IF NOT EXISTS events (
+             event_id TEXT PRIMARY KEY,
+             site_id TEXT NOT NULL,
+             event_type TEXT NOT NULL,
+             path TEXT,
+             user_id TEXT,
+             timestamp INTEGER NOT NULL,
+             ingested_at INTEGER NOT NULL,
+             props TEXT,
+             processed_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);"
+    ))?;
+    Ok(())
+}
+
+fn read_event(row: &rusqlite::Row<'_>, first: usize) -> Result<QueuedEvent> {
+    let id: String = row.get(first)?;
+    let props: Option<String> = row.get(first + 7)?;
+    Ok(QueuedEvent {
+        event_id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt(format!("event id {id}")))?,
+        site_id: row.get(first + 1)?,
+        event_type: row.get(first + 2)?,
+        path: row.get(first + 3)?,
+        user_id: row.get(first + 4)?,
+        timestamp: from_millis(row.get(first + 5)?)?,
+        ingested_at: from_millis(row.get(first + 6)?)?,
+        props: props
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
+    })
+}
+
+fn filter_sql(range: &TimeRange) -> (String, Vec<SqlValue>) {
+    let mut sql = String::from("site_id = ?");
+    let mut args = vec![SqlValue::Text(range.site_id.clone())];
+    if let Some(from) = range.from {
+        sql.push_str(" AND timestamp >= ?");
+        args.push(SqlValue::Integer(millis(from)));
+    }
+    if let Some(to) = range.to {
+        sql.push_str(" AND timestamp < ?");
+        args.push(SqlValue::Integer(millis(to)));
+    }
+    if let Some(t) = &range.event_type {
+        sql.push_str(" AND event_type = ?");
+        args.push(SqlValue::Text(t.clone()));
+    }
+    (sql, args)
+}
+

@@ -1,0 +1,59 @@
+use thiserror::Error;
+
+/// Everything the store can fail with. Callers mostly need [`StoreError::is_unavailable`]:
+/// an unavailable store is a 503 and a retry, anything else is a bug or bad data.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// MongoDB could not be reached in time.
+    #[error("MongoDB is unavailable: {0}")]
+    Unavailable(String),
+    /// MongoDB answered with an error.
+    #[error("MongoDB error: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// SQLite answered with an error.
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The data directory could not be created or opened.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration cannot work, for example a malformed `MONGO_URL`.
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    /// A stored document does not have the shape Beacon writes.
+    #[error("corrupt stored record: {0}")]
+    Corrupt(String),
+    /// The blocking task that ran an embedded-store call died.
+    #[error("embedded store task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed: the database is down, slow or busy.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Mongo(e) => {
+                use mongodb::error::ErrorKind;
+                matches!(
+                    *e.kind,
+                    ErrorKind::ServerSelection { .. }
+                        | ErrorKind::Io(_)
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                ) || e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+            }
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The store's result type.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

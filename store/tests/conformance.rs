@@ -1,0 +1,299 @@
+//! The same cases against every backend: what the server and worker rely on must not
+//! depend on which database runs underneath.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use beacon_protocol::time::truncate_to_millis;
+use beacon_protocol::{DateBound, PathCount, Stats, StatsQuery};
+use beacon_store::{QueuedEvent, Store};
+use beacon_testkit::TestBackend;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+fn event(site: &str, path: &str, user: Option<&str>, ts: DateTime<Utc>) -> QueuedEvent {
+    QueuedEvent {
+        event_id: Uuid::now_v7(),
+        site_id: site.into(),
+        event_type: "page_view".into(),
+        path: Some(path.into()),
+        user_id: user.map(Into::into),
+        timestamp: truncate_to_millis(ts),
+        ingested_at: truncate_to_millis(Utc::now()),
+        props: None,
+    }
+}
+
+async fn open(backend: &TestBackend) -> Store {
+    let store = Store::open(backend.config.clone()).await.unwrap();
+    store.ensure_ready().await.unwrap();
+    store
+}
+
+async fn drain(store: &Store) -> usize {
+    let mut moved = 0;
+    loop {
+        let batch = store.claim(100).await.unwrap();
+        if batch.is_empty() {
+            return moved;
+        }
+        moved += store.move_batch(&batch).await.unwrap().inserted;
+    }
+}
+
+async fn all_stats(store: &Store, site: &str) -> Stats {
+    store
+        .stats(&StatsQuery::new(site).resolve().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn enqueue_claim_move_round_trip_with_props() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let mut e = event("s1", "/home", Some("u1"), Utc::now());
+        e.props = Some(serde_json::json!({"plan": "pro", "n": 3}).as_object().unwrap().clone());
+        store.enqueue(&[e.clone()]).await.unwrap();
+        assert_eq!(store.queue_depth().await.unwrap(), 1, "{}", b.name);
+        let batch = store.claim(10).await.unwrap();
+        assert_eq!(batch.events, vec![e.clone()], "{}: claimed record", b.name);
+        let outcome = store.move_batch(&batch).await.unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (1, 0), "{}", b.name);
+        assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
+        assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
+        let stats = all_stats(&store, "s1").await;
+        assert_eq!(stats.total_events, 1, "{}", b.name);
+        assert_eq!(stats.unique_users, 1, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn the_same_event_enqueued_twice_is_stored_once() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let e = event("s1", "/a", None, Utc::now());
+        store.enqueue(&[e.clone()]).await.unwrap();
+        store.enqueue(&[e.clone(), event("s1", "/b", None, Utc::now())]).await.unwrap();
+        assert_eq!(store.queue_depth().await.unwrap(), 2, "{}", b.name);
+        drain(&store).await;
+        // Sent again after it was processed: acknowledged, moved, not counted twice.
+        store.enqueue(&[e.clone()]).await.unwrap();
+        let batch = store.claim(10).await.unwrap();
+        let outcome = store.move_batch(&batch).await.unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (0, 1), "{}", b.name);
+        assert_eq!(all_stats(&store, "s1").await.total_events, 2, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn claims_are_oldest_first_and_exclusive() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let events: Vec<_> = (0..5)
+            .map(|i| {
+                let mut e = event("s1", &format!("/{i}"), None, Utc::now());
+                e.ingested_at = Utc.timestamp_millis_opt(1_700_000_000_000 + i).unwrap();
+                e
+            })
+            .collect();
+        for e in &events {
+            store.enqueue(std::slice::from_ref(e)).await.unwrap();
+        }
+        let first = store.claim(3).await.unwrap();
+        let second = store.claim(3).await.unwrap();
+        let ids = |b: &beacon_store::ClaimedBatch| -> Vec<Uuid> {
+            b.events.iter().map(|e| e.event_id).collect()
+        };
+        let want: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        assert_eq!(ids(&first), want[..3], "{}", b.name);
+        assert_eq!(ids(&second), want[3..], "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_workers_batch_is_reclaimed_after_its_lease() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let events: Vec<_> = (0..10).map(|_| event("s1", "/", None, Utc::now())).collect();
+        store.enqueue(&events).await.unwrap();
+        let crashed = store.claim(100).await.unwrap();
+        assert_eq!(crashed.len(), 10);
+        drop(crashed); // the worker dies holding its claim
+        assert!(store.claim(100).await.unwrap().is_empty(), "{}: lease holds", b.name);
+        tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
+        assert_eq!(drain(&store).await, 10, "{}", b.name);
+        assert_eq!(all_stats(&store, "s1").await.total_events, 10, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_worker_whose_lease_ran_out_does_not_double_count() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let events: Vec<_> = (0..10).map(|_| event("s1", "/", None, Utc::now())).collect();
+        store.enqueue(&events).await.unwrap();
+        let slow = store.claim(100).await.unwrap();
+        tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
+        let fast = store.claim(100).await.unwrap();
+        assert_eq!(fast.len(), 10, "{}", b.name);
+        store.move_batch(&fast).await.unwrap();
+        let late = store.move_batch(&slow).await.unwrap();
+        assert_eq!(late.inserted, 0, "{}", b.name);
+        // A retried move of a committed batch is harmless too.
+        assert_eq!(store.move_batch(&fast).await.unwrap().inserted, 0, "{}", b.name);
+        assert_eq!(store.event_ids("s1").await.unwrap().len(), 10, "{}", b.name);
+        assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_workers_move_every_event_exactly_once() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let producer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..20 {
+                    let chunk: Vec<_> =
+                        (0..50).map(|_| event("s1", "/", Some("u"), Utc::now())).collect();
+                    ids.extend(chunk.iter().map(|e| e.event_id));
+                    store.enqueue(&chunk).await.unwrap();
+                }
+                ids
+            })
+        };
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut idle = 0;
+                    while idle < 20 {
+                        let batch = store.claim(64).await.unwrap();
+                        if batch.is_empty() {
+                            idle += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        } else {
+                            idle = 0;
+                            store.move_batch(&batch).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let sent: HashSet<Uuid> = producer.await.unwrap().into_iter().collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        drain(&store).await;
+        let stored = store.event_ids("s1").await.unwrap();
+        assert_eq!(stored.len(), sent.len(), "{}: no duplicates, none lost", b.name);
+        assert_eq!(stored.into_iter().collect::<HashSet<_>>(), sent, "{}", b.name);
+        assert_eq!(all_stats(&store, "s1").await.total_events, 1000, "{}", b.name);
+    }
+}
+
+/// Stats computed the slow, obvious way.
+fn brute_force(events: &[QueuedEvent], q: &StatsQuery) -> Stats {
+    let r = q.resolve().unwrap();
+    let hits: Vec<_> = events
+        .iter()
+        .filter(|e| e.site_id == r.site_id)
+        .filter(|e| r.from.is_none_or(|f| e.timestamp >= f))
+        .filter(|e| r.to.is_none_or(|t| e.timestamp < t))
+        .filter(|e| r.event_type.as_ref().is_none_or(|t| &e.event_type == t))
+        .collect();
+    let users: HashSet<_> = hits.iter().filter_map(|e| e.user_id.as_ref()).collect();
+    let mut paths: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &hits {
+        if let Some(p) = &e.path {
+            *paths.entry(p).or_default() += 1;
+        }
+    }
+    let mut top: Vec<PathCount> = paths
+        .into_iter()
+        .map(|(path, count)| PathCount {
+            path: path.to_owned(),
+            count,
+        })
+        .collect();
+    top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    top.truncate(r.limit as usize);
+    Stats {
+        total_events: hits.len() as u64,
+        unique_users: users.len() as u64,
+        top_paths: top,
+    }
+}
+
+#[tokio::test]
+async fn stats_match_a_brute_force_count_and_agree_across_backends() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let start = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    let types = ["page_view", "click", "signup"];
+    let events: Vec<QueuedEvent> = (0..2000)
+        .map(|_| {
+            let mut e = event(
+                ["a", "b"][rng.random_range(0..2)],
+                &format!("/p{}", rng.random_range(0..25)),
+                None,
+                start + TimeDelta::minutes(rng.random_range(0..60 * 24 * 30)),
+            );
+            e.event_type = types[rng.random_range(0..3)].into();
+            e.user_id = (rng.random_range(0..10) > 0).then(|| format!("u{}", rng.random_range(0..300)));
+            if rng.random_range(0..20) == 0 {
+                e.path = None;
+            }
+            e
+        })
+        .collect();
+    let day = |s: &str| Some(DateBound::parse(s).unwrap());
+    let queries: Vec<StatsQuery> = vec![
+        StatsQuery::new("a"),
+        StatsQuery::new("b"),
+        StatsQuery::new("nobody"),
+        StatsQuery { from: day("2026-10-05"), to: day("2026-10-11"), ..StatsQuery::new("a") },
+        StatsQuery { from: day("2026-10-20T06:30:00Z"), ..StatsQuery::new("a") },
+        StatsQuery { to: day("2026-10-02"), event_type: Some("click".into()), ..StatsQuery::new("b") },
+        StatsQuery { event_type: Some("signup".into()), limit: Some(3), ..StatsQuery::new("a") },
+        StatsQuery { limit: Some(0), ..StatsQuery::new("a") },
+    ];
+    let mut answers_by_backend = Vec::new();
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        for chunk in events.chunks(250) {
+            store.enqueue(chunk).await.unwrap();
+        }
+        assert_eq!(drain(&store).await, events.len(), "{}", b.name);
+        let mut answers = Vec::new();
+        for q in &queries {
+            let got = store.stats(&q.resolve().unwrap()).await.unwrap();
+            assert_eq!(got, brute_force(&events, q), "{}: {q:?}", b.name);
+            answers.push(got);
+        }
+        answers_by_backend.push(answers);
+    }
+    assert!(answers_by_backend.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test]
+async fn embedded_data_survives_reopening() {
+    let b = TestBackend::embedded();
+    let e = event("s1", "/", None, Utc::now());
+    let queued = event("s1", "/later", None, Utc::now());
+    {
+        let store = open(&b).await;
+        store.enqueue(&[e.clone()]).await.unwrap();
+        drain(&store).await;
+        store.enqueue(&[queued.clone()]).await.unwrap();
+    }
+    let store = open(&b).await;
+    assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    drain(&store).await;
+    assert_eq!(all_stats(&store, "s1").await.total_events, 2);
+}

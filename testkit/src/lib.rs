@@ -1,0 +1,116 @@
+//! Test support shared by Beacon's crates: a fresh, isolated database for each test on
+//! every backend that this machine can run.
+//!
+//! MongoDB tests use `MONGO_URL` (as `scripts/test` sets it) with a new database per test.
+//! When it is unset they are skipped with a loud line, unless `BEACON_REQUIRE_MONGO=1`
+//! (set by `scripts/test`), where a missing MongoDB fails the test instead.
+
+use std::time::Duration;
+
+use beacon_store::{Backend, StoreConfig};
+
+/// A backend for one test. Keeps its temporary directory alive as long as it lives.
+#[derive(Debug)]
+pub struct TestBackend {
+    /// `embedded` or `mongo`, for assertion messages.
+    pub name: &'static str,
+    /// The store configuration, pointing at a database no other test uses.
+    pub config: StoreConfig,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestBackend {
+    /// An embedded store in a new temporary directory.
+    pub fn embedded() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = StoreConfig::new(Backend::Embedded {
+            data_dir: dir.path().to_owned(),
+        });
+        config.claim_lease = Duration::from_millis(300);
+        Self {
+            name: "embedded",
+            config,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new database on the test MongoDB, or `None` (with a loud line) if there is none.
+    pub fn mongo() -> Option<Self> {
+        let url = fresh_mongo_url()?;
+        let mut config = StoreConfig::new(Backend::Mongo { url });
+        config.claim_lease = Duration::from_millis(300);
+        Some(Self {
+            name: "mongo",
+            config,
+            _dir: None,
+        })
+    }
+
+    /// Every backend available here: embedded always, MongoDB when configured.
+    pub fn all() -> Vec<Self> {
+        let mut all = vec![Self::embedded()];
+        all.extend(Self::mongo());
+        all
+    }
+
+    /// The data directory of an embedded backend.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(tempfile::TempDir::path)
+    }
+}
+
+/// The test MongoDB's URL, if any. Panics when `BEACON_REQUIRE_MONGO=1` and none is set.
+pub fn mongo_base_url() -> Option<String> {
+    let url = std::env::var("MONGO_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var("BEACON_REQUIRE_MONGO").as_deref() != Ok("1"),
+            "BEACON_REQUIRE_MONGO=1 but MONGO_URL is not set"
+        );
+        eprintln!("SKIPPED: MongoDB cases, MONGO_URL is not set (scripts/test sets it)");
+    }
+    url
+}
+
+/// `MONGO_URL` with its database replaced by a new, unique one.
+pub fn fresh_mongo_url() -> Option<String> {
+    let base = mongo_base_url()?;
+    let db = format!("beacon_test_{}", uuid::Uuid::now_v7().simple());
+    Some(with_database(&base, &db))
+}
+
+/// Replaces the database (the path) of a MongoDB connection string.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (main, query) = match url.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = main.find("://").map_or(0, |i| i + 3);
+    let hosts_end = main[scheme_end..]
+        .find('/')
+        .map_or(main.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &main[..hosts_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_is_replaced_and_options_kept() {
+        assert_eq!(
+            with_database("mongodb://h:1/test_db?w=1", "x"),
+            "mongodb://h:1/x?w=1"
+        );
+        assert_eq!(with_database("mongodb://h:1", "x"), "mongodb://h:1/x");
+        assert_eq!(
+            with_database("mongodb://u:p@h:1,h2:2/", "x"),
+            "mongodb://u:p@h:1,h2:2/x"
+        );
+    }
+}

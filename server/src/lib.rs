@@ -1,0 +1,124 @@
+//! Beacon's API server: takes events over HTTP, queues them durably, and answers stats.
+//!
+//! - [`run`] starts everything on a bound listener until a shutdown future resolves: the
+//!   binary and the tests call it alike.
+//! - [`app`] builds the axum router: `POST /event`, `POST /events`, `GET /stats`,
+//!   `GET /health`.
+//! - [`config`] reads the settings; `routes` holds the handlers; [`error`] maps every
+//!   failure to a status and a JSON body.
+//!
+//! The server only queues. Moving events into `events` is the worker's job: a separate
+//! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
+
+pub mod config;
+pub mod error;
+mod routes;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, header};
+use axum::routing::{get, post};
+use beacon_protocol::limits::{MAX_BATCH_BODY_BYTES, MAX_EVENT_BODY_BYTES};
+use beacon_store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The queue and stats.
+    pub store: Store,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener failed.
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The router. Ingest routes allow any origin (browsers send from the sites they track);
+/// `/stats` is for operators and does not.
+pub fn app(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
+        .max_age(std::time::Duration::from_secs(24 * 3600));
+    let ingest = Router::new()
+        .route(
+            "/event",
+            post(routes::post_event).layer(DefaultBodyLimit::max(MAX_EVENT_BODY_BYTES)),
+        )
+        .route(
+            "/events",
+            post(routes::post_events).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
+        .layer(cors);
+    Router::new()
+        .merge(ingest)
+        .route("/stats", get(routes::get_stats))
+        .route("/health", get(routes::health))
+        .fallback(routes::not_found)
+        .with_state(state)
+        // Body limits apply after decompression, so a gzip bomb stops at the limit.
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::new())
+}
+
+/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests and
+/// the worker's current batch.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let store = Store::open(config.worker.store.clone()).await?;
+    tracing::info!(store = %store.describe(), worker_in_process = config.run_worker, "store opened");
+    let (stop, stopped) = watch::channel(false);
+    let background = if config.run_worker {
+        let worker_store = store.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let until_stopped = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            beacon_worker::run(config.worker, worker_store, until_stopped).await;
+        })
+    } else {
+        let ready_store = store.clone();
+        let poll = config.worker.poll_interval;
+        tokio::spawn(async move {
+            beacon_worker::wait_until_ready(&ready_store, poll).await;
+            tracing::info!("store ready (indexes in place)");
+        })
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!("Beacon listening on http://{addr}");
+    let served = axum::serve(listener, app(AppState { store }))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop.send(true);
+    if config.run_worker {
+        let _ = background.await;
+    } else {
+        background.abort();
+    }
+    served?;
+    Ok(())
+}

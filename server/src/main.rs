@@ -1,0 +1,33 @@
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use beacon_server::Config;
+use beacon_worker::Env;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = Env::load()?;
+    beacon_worker::init_tracing();
+    let config = Config::from_env(&env)?;
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, &e))?;
+    beacon_server::run(config, listener, beacon_worker::shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "ports below 1024 need root; set PORT to a higher port, for example PORT=8080"
+        }
+        std::io::ErrorKind::AddrInUse => {
+            "another program is using it; set PORT to a free port, for example PORT=8080"
+        }
+        _ => "set PORT (and HOST) to an address this machine can listen on",
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}; {hint}")
+}

@@ -1,0 +1,104 @@
+//! The HTTP handlers. They validate, hand events to the store, and answer; they never
+//! process events themselves.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use beacon_protocol::batch::parse_batch;
+use beacon_protocol::{
+    BatchResponse, Event, EventResult, EventStatus, Queued, Stats, StatsQuery,
+};
+use beacon_store::QueuedEvent;
+use chrono::Utc;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Longest a request waits on the store before answering 503. MongoDB's own server
+/// selection gives up after a second; this also covers a server that accepts and hangs.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn with_timeout<T>(
+    call: impl Future<Output = Result<T, beacon_store::StoreError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::error!(timeout_ms = STORE_TIMEOUT.as_millis() as u64, "store call timed out");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+/// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued.
+pub async fn post_event(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body?;
+    let now = Utc::now();
+    let event = Event::from_json(&body)?;
+    event.validate(now)?;
+    let queued = QueuedEvent::from_event(event, now);
+    with_timeout(state.store.enqueue(std::slice::from_ref(&queued))).await?;
+    Ok((StatusCode::ACCEPTED, Json(Queued::new())))
+}
+
+/// `POST /events`: up to 1,000 events, each accepted or rejected on its own.
+pub async fn post_events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let body = body?;
+    let now = Utc::now();
+    let mut results = Vec::new();
+    let mut accepted = Vec::new();
+    for parsed in parse_batch(&body)? {
+        match parsed.and_then(|e| e.validate(now).map(|()| e)) {
+            Ok(event) => {
+                accepted.push(QueuedEvent::from_event(event, now));
+                results.push(EventResult {
+                    status: EventStatus::Accepted,
+                    error: None,
+                });
+            }
+            Err(e) => results.push(EventResult {
+                status: EventStatus::Rejected,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    with_timeout(state.store.enqueue(&accepted)).await?;
+    Ok(Json(BatchResponse {
+        accepted: accepted.len(),
+        rejected: results.len() - accepted.len(),
+        results,
+    }))
+}
+
+/// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…][&limit=…]`.
+pub async fn get_stats(
+    State(state): State<AppState>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Stats>, ApiError> {
+    let Query(query) = query?;
+    let range = query.resolve()?;
+    Ok(Json(with_timeout(state.store.stats(&range)).await?))
+}
+
+/// `GET /health`: 200 while the store answers, 503 otherwise.
+pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let depth = with_timeout(state.store.queue_depth()).await?;
+    Ok(Json(json!({ "status": "ok", "queue_depth": depth })))
+}
+
+/// Any other route.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}

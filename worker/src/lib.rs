@@ -1,0 +1,144 @@
+//! Beacon's worker: polls the queue, moves batches into `events`, and never loses or
+//! doubles an event, however often it is killed or however many run at once.
+//!
+//! - [`run`] is the loop; the `beacon-worker` binary and the single-process server both
+//!   call it.
+//! - [`config`] reads the environment, for the worker and the server alike.
+//! - [`process_batch`] is one claim-and-move, the unit the loop repeats.
+//!
+//! The safety comes from the store: claims with leases hand each batch to one worker, and
+//! a batch moves in one transaction keyed by event id (see `beacon-store`).
+
+pub mod config;
+
+use std::future::Future;
+use std::time::Duration;
+
+use beacon_store::{Store, StoreError};
+
+pub use config::{ConfigError, Env, WorkerConfig};
+
+/// Longest pause between retries while the store is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Events claimed.
+    pub claimed: usize,
+    /// Events newly stored.
+    pub inserted: usize,
+    /// Events that were already stored (a retry or a crashed worker's batch).
+    pub duplicates: usize,
+}
+
+/// Claims up to `batch_size` events and moves them.
+pub async fn process_batch(store: &Store, batch_size: usize) -> Result<BatchReport, StoreError> {
+    let batch = store.claim(batch_size).await?;
+    if batch.is_empty() {
+        return Ok(BatchReport::default());
+    }
+    tracing::info!(events = batch.len(), "Processing batch...");
+    let outcome = store.move_batch(&batch).await?;
+    tracing::debug!(
+        inserted = outcome.inserted,
+        duplicates = outcome.duplicates,
+        "batch moved"
+    );
+    Ok(BatchReport {
+        claimed: batch.len(),
+        inserted: outcome.inserted,
+        duplicates: outcome.duplicates,
+    })
+}
+
+/// Runs the worker until `shutdown` resolves. A batch in flight is finished first.
+///
+/// Store outages are logged and retried with backoff; the loop only ends on shutdown.
+pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    tracing::info!(
+        batch_size = config.batch_size,
+        poll_ms = config.poll_interval.as_millis() as u64,
+        store = %store.describe(),
+        "Worker running..."
+    );
+    let ready = wait_until_ready(&store, config.poll_interval);
+    tokio::select! {
+        () = ready => tracing::info!("Queue Ready"),
+        () = &mut shutdown => return,
+    }
+    let mut backoff = config.poll_interval;
+    loop {
+        let pause = match process_batch(&store, config.batch_size).await {
+            // A full batch means more is waiting: go again at once.
+            Ok(report) if report.claimed == config.batch_size => Duration::ZERO,
+            Ok(_) => {
+                backoff = config.poll_interval;
+                config.poll_interval
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed");
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("worker stopped");
+}
+
+/// Retries [`Store::ensure_ready`] (index creation) until it succeeds.
+pub async fn wait_until_ready(store: &Store, first_pause: Duration) {
+    let mut pause = first_pause;
+    loop {
+        match store.ensure_ready().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "store not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, for the binaries' graceful shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`), for both binaries.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

@@ -25,7 +25,11 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// When it happened on the client; the server's clock when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::flexible")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::flexible"
+    )]
     pub timestamp: Option<DateTime<Utc>>,
     /// A client-made id (UUIDv7 from the SDKs) that deduplicates retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +107,8 @@ impl Event {
 
     /// Parses one event from JSON, turning serde's message into a [`ValidationError`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
-        serde_json::from_slice(bytes).map_err(|e| ValidationError::Malformed(describe_json_error(&e)))
+        serde_json::from_slice(bytes)
+            .map_err(|e| ValidationError::Malformed(describe_json_error(&e)))
     }
 
     /// Checks every limit. `now` is passed in because this crate has no clock.
@@ -117,7 +122,9 @@ impl Event {
             check_text("user_id", user_id, MAX_USER_ID_BYTES, false)?;
         }
         if let Some(props) = &self.props {
-            let bytes = serde_json::to_vec(props).map(|v| v.len()).unwrap_or(usize::MAX);
+            let bytes = serde_json::to_vec(props)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if props.len() > MAX_PROPS || bytes > MAX_PROPS_BYTES {
                 return Err(ValidationError::PropsTooLarge);
             }
@@ -146,7 +153,9 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z").unwrap().to_utc()
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .to_utc()
     }
 
     #[test]
@@ -191,21 +200,26 @@ mod tests {
     fn timestamps_accept_rfc3339_and_millis_and_refuse_the_far_future() {
         let e = Event::from_json(br#"{"site_id":"s","event_type":"t","timestamp":1764072000000}"#)
             .unwrap();
-        assert_eq!(e.timestamp.unwrap().to_rfc3339(), "2025-11-25T12:00:00+00:00");
+        assert_eq!(
+            e.timestamp.unwrap().to_rfc3339(),
+            "2025-11-25T12:00:00+00:00"
+        );
         let e = Event::from_json(
             br#"{"site_id":"s","event_type":"t","timestamp":"2030-01-01T00:00:00Z"}"#,
         )
         .unwrap();
         assert_eq!(e.validate(now()), Err(ValidationError::TimestampInFuture));
-        let err =
-            Event::from_json(br#"{"site_id":"s","event_type":"t","timestamp":"soon"}"#).unwrap_err();
+        let err = Event::from_json(br#"{"site_id":"s","event_type":"t","timestamp":"soon"}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
 
     #[test]
     fn too_many_props_are_refused() {
         let mut e = Event::new("s", "t");
-        let props = (0..=MAX_PROPS).map(|i| (i.to_string(), Value::from(i))).collect();
+        let props = (0..=MAX_PROPS)
+            .map(|i| (i.to_string(), Value::from(i)))
+            .collect();
         e.props = Some(props);
         assert_eq!(e.validate(now()), Err(ValidationError::PropsTooLarge));
     }

@@ -100,7 +100,9 @@ fn day_start(d: NaiveDate) -> DateTime<Utc> {
 impl std::fmt::Display for DateBound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Instant(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            Self::Instant(t) => {
+                f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }
             Self::Day(d) => write!(f, "{}", d.format("%Y-%m-%d")),
         }
     }

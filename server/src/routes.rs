@@ -10,9 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use beacon_protocol::batch::parse_batch;
-use beacon_protocol::{
-    BatchResponse, Event, EventResult, EventStatus, Queued, Stats, StatsQuery,
-};
+use beacon_protocol::{BatchResponse, Event, EventResult, EventStatus, Queued, Stats, StatsQuery};
 use beacon_store::QueuedEvent;
 use chrono::Utc;
 use serde_json::json;
@@ -30,7 +28,10 @@ async fn with_timeout<T>(
     match tokio::time::timeout(STORE_TIMEOUT, call).await {
         Ok(result) => Ok(result?),
         Err(_) => {
-            tracing::error!(timeout_ms = STORE_TIMEOUT.as_millis() as u64, "store call timed out");
+            tracing::error!(
+                timeout_ms = STORE_TIMEOUT.as_millis() as u64,
+                "store call timed out"
+            );
             Err(ApiError::Unavailable)
         }
     }
@@ -92,7 +93,7 @@ pub async fn get_stats(
     Ok(Json(with_timeout(state.store.stats(&range)).await?))
 }
 
-/// `GET /health`: 200 while the store answers, 503 otherwise.
+/// `GET /health`: 200 once the store is ready (reachable, indexes created), 503 otherwise.
 pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let depth = with_timeout(state.store.queue_depth()).await?;
     Ok(Json(json!({ "status": "ok", "queue_depth": depth })))

@@ -284,7 +284,8 @@ fn read_event(row: &rusqlite::Row<'_>, first: usize) -> Result<QueuedEvent> {
     let id: String = row.get(first)?;
     let props: Option<String> = row.get(first + 7)?;
     Ok(QueuedEvent {
-        event_id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt(format!("event id {id}")))?,
+        event_id: Uuid::parse_str(&id)
+            .map_err(|_| StoreError::Corrupt(format!("event id {id}")))?,
         site_id: row.get(first + 1)?,
         event_type: row.get(first + 2)?,
         path: row.get(first + 3)?,
@@ -315,4 +316,3 @@ fn filter_sql(range: &TimeRange) -> (String, Vec<SqlValue>) {
     }
     (sql, args)
 }
-

@@ -4,8 +4,9 @@
 //! - [`Store`] is the API. Which backend it runs on is decided once, by [`StoreConfig`],
 //!   and nothing above this crate can tell the difference.
 //! - `mongo`: MongoDB, for production and scale-out. Any number of servers and workers
-//!   share one database; claims with leases spread batches across workers, and each batch
-//!   moves in a transaction.
+//!   share one database; claims with leases spread batches across workers, and a batch
+//!   moves idempotently, without a multi-document transaction that a killed worker could
+//!   leave open.
 //! - `embedded`: one SQLite file in a data directory, for running on a single machine
 //!   without a database server. Each batch moves in one SQLite transaction.
 //! - [`QueuedEvent`], [`ClaimedBatch`], [`MoveOutcome`]: the records that cross the API.

@@ -2,40 +2,49 @@
 //!
 //! The queue is a collection (the seed's `QUEUE_NAME`) keyed by event id. A worker claims
 //! the oldest unclaimed events by stamping them with its token and a lease, then moves
-//! them into `events` in one transaction: it skips ids already there, inserts the rest
-//! and deletes the batch from the queue. A worker killed at any point either committed
-//! or did nothing; its claim expires and another worker redoes the move.
+//! them into `events` (also keyed by event id) and deletes them from the queue. The move
+//! is idempotent, so a worker killed at any point loses nothing: its claim expires, and
+//! the next worker redoes the move, skipping what was already inserted.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use beacon_protocol::{PathCount, Stats, TimeRange};
 use chrono::Utc;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
-use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, WriteConcern};
-use mongodb::{Client, ClientSession, Collection, IndexModel};
+use mongodb::{Client, Collection, IndexModel};
 use uuid::Uuid;
 
 use crate::{
-    ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, millis, new_claim_token,
+    ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, millis,
+    new_claim_token,
 };
 
 const EVENTS: &str = "events";
 const DUPLICATE_KEY: i32 = 11000;
 /// How long an operation waits for a reachable server before the caller gets a 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
-const MAX_TRANSACTION_ATTEMPTS: usize = 10;
 
 /// A MongoDB database holding the queue and `events`.
 #[derive(Debug, Clone)]
 pub struct MongoStore {
-    client: Client,
     queue: Collection<Document>,
     events: Collection<Document>,
     description: String,
     claim_lease: Duration,
+    /// Set once collections and indexes exist. Until then writes are refused, so that no
+    /// insert creates a collection implicitly while another client runs `createIndexes`
+    /// (SecantusDB deadlocks on that race; mongod merely builds indexes on live data).
+    ready: Arc<AtomicBool>,
 }
+
+/// One process creates collections and indexes one at a time.
+static DDL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const NAMESPACE_EXISTS: i32 = 48;
 
 impl MongoStore {
     pub(crate) async fn open(url: &str, config: &StoreConfig) -> Result<Self> {
@@ -62,8 +71,8 @@ impl MongoStore {
                 hosts.join(","),
                 config.queue_name
             ),
-            client,
             claim_lease: config.claim_lease,
+            ready: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -72,6 +81,19 @@ impl MongoStore {
     }
 
     pub(crate) async fn ensure_ready(&self) -> Result<()> {
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _ddl = DDL.lock().await;
+        let db = self.queue.namespace().db;
+        let database = self.queue.client().database(&db);
+        for name in [self.queue.name(), self.events.name()] {
+            match database.create_collection(name).await {
+                Ok(()) => {}
+                Err(e) if command_code(&e) == Some(NAMESPACE_EXISTS) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let indexes = [
             (&self.queue, doc! { "ingested_at": 1 }),
             (&self.events, doc! { "site_id": 1, "timestamp": 1 }),
@@ -81,10 +103,22 @@ impl MongoStore {
                 .create_index(IndexModel::builder().keys(keys).build())
                 .await?;
         }
+        self.ready.store(true, Ordering::Release);
         Ok(())
     }
 
+    fn check_ready(&self) -> Result<()> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "collections and indexes are not created yet".to_owned(),
+            ))
+        }
+    }
+
     pub(crate) async fn enqueue(&self, events: &[QueuedEvent]) -> Result<()> {
+        self.check_ready()?;
         let docs: Vec<Document> = events.iter().map(to_queue_doc).collect();
         match self.queue.insert_many(docs).ordered(false).await {
             Ok(_) => Ok(()),
@@ -94,6 +128,7 @@ impl MongoStore {
     }
 
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
+        self.check_ready()?;
         let token = new_claim_token();
         let now = BsonDateTime::now();
         let unclaimed = doc! { "claimed_until": { "$lt": now } };
@@ -144,72 +179,19 @@ impl MongoStore {
         })
     }
 
+    /// Inserts the batch into `events`, unordered, then deletes it from the queue.
+    ///
+    /// No multi-document transaction: a worker killed inside one leaves it open until the
+    /// server's transaction lifetime runs out (60 s on mongod), stalling every other
+    /// worker that touches those documents. The move is idempotent instead: events are
+    /// keyed by id, so after a crash between the two steps the next claim re-inserts
+    /// them as duplicates, which are skipped, and deletes them.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
-        let mut session = self.client.start_session().await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.move_in_transaction(&mut session, batch).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(StoreError::Mongo(e))
-                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                        && attempt < MAX_TRANSACTION_ATTEMPTS =>
-                {
-                    tracing::debug!(attempt, error = %e, "transaction conflict, retrying batch move");
-                    tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn move_in_transaction(
-        &self,
-        session: &mut ClientSession,
-        batch: &ClaimedBatch,
-    ) -> Result<MoveOutcome> {
-        session.start_transaction().await?;
-        let result = self.move_steps(session, batch).await;
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                // The transaction may already be gone; the original error is what matters.
-                let _ = session.abort_transaction().await;
-                return Err(e);
-            }
-        };
-        loop {
-            match session.commit_transaction().await {
-                Ok(()) => return Ok(outcome),
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    async fn move_steps(
-        &self,
-        session: &mut ClientSession,
-        batch: &ClaimedBatch,
-    ) -> Result<MoveOutcome> {
-        let ids: Vec<String> = batch.events.iter().map(|e| e.event_id.to_string()).collect();
-        let mut existing = std::collections::HashSet::new();
-        let mut cursor = self
-            .events
-            .find(doc! { "_id": { "$in": &ids } })
-            .projection(doc! { "_id": 1 })
-            .session(&mut *session)
-            .await?;
-        while let Some(d) = cursor.next(&mut *session).await.transpose()? {
-            if let Ok(id) = d.get_str("_id") {
-                existing.insert(id.to_owned());
-            }
-        }
+        self.check_ready()?;
         let processed_at = BsonDateTime::now();
-        let fresh: Vec<Document> = batch
+        let docs: Vec<Document> = batch
             .events
             .iter()
-            .filter(|e| !existing.contains(&e.event_id.to_string()))
             .map(|e| {
                 let mut d = to_queue_doc(e);
                 d.remove("claimed_until");
@@ -217,17 +199,22 @@ impl MongoStore {
                 d
             })
             .collect();
-        let inserted = fresh.len();
-        if !fresh.is_empty() {
-            self.events.insert_many(fresh).session(&mut *session).await?;
-        }
+        let duplicates = match self.events.insert_many(docs).ordered(false).await {
+            Ok(_) => 0,
+            Err(e) if only_duplicate_keys(&e) => duplicate_count(&e),
+            Err(e) => return Err(e.into()),
+        };
+        let ids: Vec<String> = batch
+            .events
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect();
         self.queue
-            .delete_many(doc! { "_id": { "$in": &ids } })
-            .session(&mut *session)
+            .delete_many(doc! { "_id": { "$in": ids } })
             .await?;
         Ok(MoveOutcome {
-            inserted,
-            duplicates: batch.events.len() - inserted,
+            inserted: batch.len() - duplicates,
+            duplicates,
         })
     }
 
@@ -302,6 +289,7 @@ impl MongoStore {
     }
 
     pub(crate) async fn queue_depth(&self) -> Result<u64> {
+        self.check_ready()?;
         Ok(self.queue.count_documents(doc! {}).await?)
     }
 
@@ -337,6 +325,20 @@ fn count_field_named(d: &Document, field: &str) -> u64 {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Double(n)) => *n as u64,
+        _ => 0,
+    }
+}
+
+fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match &*e.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+fn duplicate_count(e: &mongodb::error::Error) -> usize {
+    match &*e.kind {
+        ErrorKind::InsertMany(err) => err.write_errors.as_ref().map_or(0, Vec::len),
         _ => 0,
     }
 }
@@ -406,4 +408,3 @@ fn from_doc(d: &Document) -> Result<QueuedEvent> {
         },
     })
 }
-

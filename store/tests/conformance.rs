@@ -56,8 +56,13 @@ async fn enqueue_claim_move_round_trip_with_props() {
     for b in TestBackend::all() {
         let store = open(&b).await;
         let mut e = event("s1", "/home", Some("u1"), Utc::now());
-        e.props = Some(serde_json::json!({"plan": "pro", "n": 3}).as_object().unwrap().clone());
-        store.enqueue(&[e.clone()]).await.unwrap();
+        e.props = Some(
+            serde_json::json!({"plan": "pro", "n": 3})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
         assert_eq!(store.queue_depth().await.unwrap(), 1, "{}", b.name);
         let batch = store.claim(10).await.unwrap();
         assert_eq!(batch.events, vec![e.clone()], "{}: claimed record", b.name);
@@ -76,12 +81,15 @@ async fn the_same_event_enqueued_twice_is_stored_once() {
     for b in TestBackend::all() {
         let store = open(&b).await;
         let e = event("s1", "/a", None, Utc::now());
-        store.enqueue(&[e.clone()]).await.unwrap();
-        store.enqueue(&[e.clone(), event("s1", "/b", None, Utc::now())]).await.unwrap();
+        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
+        store
+            .enqueue(&[e.clone(), event("s1", "/b", None, Utc::now())])
+            .await
+            .unwrap();
         assert_eq!(store.queue_depth().await.unwrap(), 2, "{}", b.name);
         drain(&store).await;
         // Sent again after it was processed: acknowledged, moved, not counted twice.
-        store.enqueue(&[e.clone()]).await.unwrap();
+        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
         let batch = store.claim(10).await.unwrap();
         let outcome = store.move_batch(&batch).await.unwrap();
         assert_eq!((outcome.inserted, outcome.duplicates), (0, 1), "{}", b.name);
@@ -118,12 +126,18 @@ async fn claims_are_oldest_first_and_exclusive() {
 async fn a_crashed_workers_batch_is_reclaimed_after_its_lease() {
     for b in TestBackend::all() {
         let store = open(&b).await;
-        let events: Vec<_> = (0..10).map(|_| event("s1", "/", None, Utc::now())).collect();
+        let events: Vec<_> = (0..10)
+            .map(|_| event("s1", "/", None, Utc::now()))
+            .collect();
         store.enqueue(&events).await.unwrap();
         let crashed = store.claim(100).await.unwrap();
         assert_eq!(crashed.len(), 10);
         drop(crashed); // the worker dies holding its claim
-        assert!(store.claim(100).await.unwrap().is_empty(), "{}: lease holds", b.name);
+        assert!(
+            store.claim(100).await.unwrap().is_empty(),
+            "{}: lease holds",
+            b.name
+        );
         tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
         assert_eq!(drain(&store).await, 10, "{}", b.name);
         assert_eq!(all_stats(&store, "s1").await.total_events, 10, "{}", b.name);
@@ -134,7 +148,9 @@ async fn a_crashed_workers_batch_is_reclaimed_after_its_lease() {
 async fn a_slow_worker_whose_lease_ran_out_does_not_double_count() {
     for b in TestBackend::all() {
         let store = open(&b).await;
-        let events: Vec<_> = (0..10).map(|_| event("s1", "/", None, Utc::now())).collect();
+        let events: Vec<_> = (0..10)
+            .map(|_| event("s1", "/", None, Utc::now()))
+            .collect();
         store.enqueue(&events).await.unwrap();
         let slow = store.claim(100).await.unwrap();
         tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
@@ -144,7 +160,12 @@ async fn a_slow_worker_whose_lease_ran_out_does_not_double_count() {
         let late = store.move_batch(&slow).await.unwrap();
         assert_eq!(late.inserted, 0, "{}", b.name);
         // A retried move of a committed batch is harmless too.
-        assert_eq!(store.move_batch(&fast).await.unwrap().inserted, 0, "{}", b.name);
+        assert_eq!(
+            store.move_batch(&fast).await.unwrap().inserted,
+            0,
+            "{}",
+            b.name
+        );
         assert_eq!(store.event_ids("s1").await.unwrap().len(), 10, "{}", b.name);
         assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
     }
@@ -159,8 +180,9 @@ async fn concurrent_workers_move_every_event_exactly_once() {
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for _ in 0..20 {
-                    let chunk: Vec<_> =
-                        (0..50).map(|_| event("s1", "/", Some("u"), Utc::now())).collect();
+                    let chunk: Vec<_> = (0..50)
+                        .map(|_| event("s1", "/", Some("u"), Utc::now()))
+                        .collect();
                     ids.extend(chunk.iter().map(|e| e.event_id));
                     store.enqueue(&chunk).await.unwrap();
                 }
@@ -191,9 +213,24 @@ async fn concurrent_workers_move_every_event_exactly_once() {
         }
         drain(&store).await;
         let stored = store.event_ids("s1").await.unwrap();
-        assert_eq!(stored.len(), sent.len(), "{}: no duplicates, none lost", b.name);
-        assert_eq!(stored.into_iter().collect::<HashSet<_>>(), sent, "{}", b.name);
-        assert_eq!(all_stats(&store, "s1").await.total_events, 1000, "{}", b.name);
+        assert_eq!(
+            stored.len(),
+            sent.len(),
+            "{}: no duplicates, none lost",
+            b.name
+        );
+        assert_eq!(
+            stored.into_iter().collect::<HashSet<_>>(),
+            sent,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            all_stats(&store, "s1").await.total_events,
+            1000,
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -244,7 +281,8 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
                 start + TimeDelta::minutes(rng.random_range(0..60 * 24 * 30)),
             );
             e.event_type = types[rng.random_range(0..3)].into();
-            e.user_id = (rng.random_range(0..10) > 0).then(|| format!("u{}", rng.random_range(0..300)));
+            e.user_id =
+                (rng.random_range(0..10) > 0).then(|| format!("u{}", rng.random_range(0..300)));
             if rng.random_range(0..20) == 0 {
                 e.path = None;
             }
@@ -256,11 +294,29 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
         StatsQuery::new("a"),
         StatsQuery::new("b"),
         StatsQuery::new("nobody"),
-        StatsQuery { from: day("2026-10-05"), to: day("2026-10-11"), ..StatsQuery::new("a") },
-        StatsQuery { from: day("2026-10-20T06:30:00Z"), ..StatsQuery::new("a") },
-        StatsQuery { to: day("2026-10-02"), event_type: Some("click".into()), ..StatsQuery::new("b") },
-        StatsQuery { event_type: Some("signup".into()), limit: Some(3), ..StatsQuery::new("a") },
-        StatsQuery { limit: Some(0), ..StatsQuery::new("a") },
+        StatsQuery {
+            from: day("2026-10-05"),
+            to: day("2026-10-11"),
+            ..StatsQuery::new("a")
+        },
+        StatsQuery {
+            from: day("2026-10-20T06:30:00Z"),
+            ..StatsQuery::new("a")
+        },
+        StatsQuery {
+            to: day("2026-10-02"),
+            event_type: Some("click".into()),
+            ..StatsQuery::new("b")
+        },
+        StatsQuery {
+            event_type: Some("signup".into()),
+            limit: Some(3),
+            ..StatsQuery::new("a")
+        },
+        StatsQuery {
+            limit: Some(0),
+            ..StatsQuery::new("a")
+        },
     ];
     let mut answers_by_backend = Vec::new();
     for b in TestBackend::all() {
@@ -287,9 +343,9 @@ async fn embedded_data_survives_reopening() {
     let queued = event("s1", "/later", None, Utc::now());
     {
         let store = open(&b).await;
-        store.enqueue(&[e.clone()]).await.unwrap();
+        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
         drain(&store).await;
-        store.enqueue(&[queued.clone()]).await.unwrap();
+        store.enqueue(std::slice::from_ref(&queued)).await.unwrap();
     }
     let store = open(&b).await;
     assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);

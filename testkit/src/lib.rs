@@ -5,9 +5,13 @@
 //! When it is unset they are skipped with a loud line, unless `BEACON_REQUIRE_MONGO=1`
 //! (set by `scripts/test`), where a missing MongoDB fails the test instead.
 
+mod proxy;
+
 use std::time::Duration;
 
 use beacon_store::{Backend, StoreConfig};
+
+pub use proxy::FaultyProxy;
 
 /// A backend for one test. Keeps its temporary directory alive as long as it lives.
 #[derive(Debug)]
@@ -70,6 +74,36 @@ pub fn mongo_base_url() -> Option<String> {
         eprintln!("SKIPPED: MongoDB cases, MONGO_URL is not set (scripts/test sets it)");
     }
     url
+}
+
+/// A new MongoDB database reached through a [`FaultyProxy`], or `None` without MongoDB.
+/// The URL connects directly (no replica-set discovery) so all traffic crosses the proxy.
+pub async fn mongo_behind_proxy() -> Option<(TestBackend, FaultyProxy)> {
+    let base = mongo_base_url()?;
+    let host = base
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?', ',']).next())
+        .map(|h| h.rsplit('@').next().unwrap_or(h))
+        .expect("MONGO_URL names a host");
+    let target = tokio::net::lookup_host(host)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .expect("MONGO_URL host resolves");
+    let proxy = FaultyProxy::start(target).await;
+    let db = format!("beacon_test_{}", uuid::Uuid::now_v7().simple());
+    let url = format!("mongodb://{}/{db}?directConnection=true", proxy.addr());
+    let mut config = StoreConfig::new(Backend::Mongo { url });
+    config.claim_lease = Duration::from_millis(300);
+    Some((
+        TestBackend {
+            name: "mongo-behind-proxy",
+            config,
+            _dir: None,
+        },
+        proxy,
+    ))
 }
 
 /// `MONGO_URL` with its database replaced by a new, unique one.

@@ -134,7 +134,10 @@ impl Env {
                 data_dir: PathBuf::from(self.get("DATA_DIR").unwrap_or("./beacon-data")),
             },
         };
-        let queue_name = self.get("QUEUE_NAME").unwrap_or(DEFAULT_QUEUE_NAME).to_owned();
+        let queue_name = self
+            .get("QUEUE_NAME")
+            .unwrap_or(DEFAULT_QUEUE_NAME)
+            .to_owned();
         validate_queue_name(&queue_name).map_err(|reason| ConfigError {
             var: "QUEUE_NAME",
             value: queue_name.clone(),

@@ -1,0 +1,153 @@
+//! Starts the real server on 127.0.0.1:0 for a test, on a backend from the testkit.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use beacon_protocol::Stats;
+use beacon_server::Config;
+use beacon_store::StoreConfig;
+use beacon_testkit::TestBackend;
+use beacon_worker::WorkerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), beacon_server::ServerError>>>,
+}
+
+pub fn config(store: StoreConfig, run_worker: bool) -> Config {
+    Config {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        run_worker,
+        worker: WorkerConfig {
+            batch_size: 100,
+            poll_interval: Duration::from_millis(20),
+            store,
+        },
+    }
+}
+
+impl TestApp {
+    /// The server with the worker inside, as a single-process deployment runs it.
+    pub async fn start(backend: &TestBackend) -> Self {
+        let app = Self::start_with(config(backend.config.clone(), true)).await;
+        app.wait_healthy().await;
+        app
+    }
+
+    /// Waits until `/health` answers 200: the store is reachable and its indexes exist.
+    pub async fn wait_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.get("/health").await.0 != 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let listener = TcpListener::bind(SocketAddr::new(config.host, 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(beacon_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            http,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Graceful shutdown, waiting for the server (and its worker) to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn stats(&self, query: &str) -> Stats {
+        let (status, body) = self.get(&format!("/stats?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Polls `/stats` until `total_events` reaches `total`, or panics after 20 s.
+    pub async fn wait_for_total(&self, query: &str, total: u64) -> Stats {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats = self.stats(query).await;
+            if stats.total_events >= total || tokio::time::Instant::now() > deadline {
+                assert_eq!(stats.total_events, total, "stats for {query}");
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

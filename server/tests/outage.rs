@@ -1,0 +1,89 @@
+//! MongoDB outages: the API answers 503 quickly instead of hanging, and everything
+//! recovers, with no accepted event lost, when MongoDB comes back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use beacon_store::{Backend, StoreConfig};
+use common::{TestApp, config};
+use serde_json::json;
+
+fn event(i: usize) -> serde_json::Value {
+    json!({"site_id": "s", "event_type": "page_view", "path": format!("/{i}")})
+}
+
+#[tokio::test]
+async fn unreachable_mongodb_gives_503_with_a_reason() {
+    // Nothing listens on port 1: every connection is refused.
+    let store = StoreConfig::new(Backend::Mongo {
+        url: "mongodb://127.0.0.1:1/beacon".into(),
+    });
+    let app = TestApp::start_with(config(store, true)).await;
+    let (status, body) = app.post_json("/event", &event(0)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "store_unavailable");
+    let (status, _) = app.post_json("/events", &json!([event(1)])).await;
+    assert_eq!(status, 503);
+    assert_eq!(app.get("/stats?site_id=s").await.0, 503);
+    assert_eq!(app.get("/health").await.0, 503);
+    // Bad input is still a 400, whatever the store's state.
+    assert_eq!(app.post_raw("/event", "{").await.0, 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn server_and_worker_recover_when_mongodb_comes_back() {
+    let Some((backend, proxy)) = beacon_testkit::mongo_behind_proxy().await else {
+        return;
+    };
+    // Server and worker as separate components, as on a scaled-out deployment.
+    let app = TestApp::start_with(config(backend.config.clone(), false)).await;
+    app.wait_healthy().await;
+    let worker_store = beacon_store::Store::open(backend.config.clone())
+        .await
+        .unwrap();
+    let worker_config = config(backend.config.clone(), false).worker;
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(beacon_worker::run(
+        worker_config,
+        worker_store,
+        async move {
+            let _ = worker_stopped.await;
+        },
+    ));
+
+    let mut accepted = 0;
+    for i in 0..20 {
+        assert_eq!(app.post_json("/event", &event(i)).await.0, 202);
+        accepted += 1;
+    }
+    proxy.go_down();
+    let mut refused = 0;
+    for i in 20..25 {
+        match app.post_json("/event", &event(i)).await.0 {
+            202 => accepted += 1,
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused > 0, "the outage was seen");
+    assert_eq!(app.get("/health").await.0, 503);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.come_up();
+    // The driver reconnects on its own; keep posting until it does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut sent = 25;
+    while accepted < 40 {
+        assert!(tokio::time::Instant::now() < deadline, "no recovery");
+        if app.post_json("/event", &event(sent)).await.0 == 202 {
+            accepted += 1;
+        }
+        sent += 1;
+    }
+    app.wait_for_total("site_id=s", accepted).await;
+    let _ = stop_worker.send(());
+    worker.await.unwrap();
+    app.stop().await;
+}

@@ -4,14 +4,16 @@
 //!   binary and the tests call it alike.
 //! - [`app`] builds the axum router: `POST /event`, `POST /events`, `GET /stats`,
 //!   `GET /health`.
-//! - [`config`] reads the settings; `routes` holds the handlers; [`error`] maps every
-//!   failure to a status and a JSON body.
+//! - [`config`] reads the settings; `routes` holds the handlers; `ingest` gathers
+//!   concurrent requests into one write (group commit); [`error`] maps every failure to
+//!   a status and a JSON body.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
 
 pub mod config;
 pub mod error;
+mod ingest;
 mod routes;
 
 use std::future::Future;
@@ -35,8 +37,20 @@ pub use config::Config;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The queue and stats.
+    /// Stats and health read the store directly.
     pub store: Store,
+    /// Events are written through group commit.
+    pub ingest: ingest::Ingest,
+}
+
+impl AppState {
+    /// Starts the group-commit writers for `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            ingest: ingest::Ingest::start(store.clone()),
+            store,
+        }
+    }
 }
 
 /// Why the server stopped with an error.
@@ -110,7 +124,7 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!("Beacon listening on http://{addr}");
-    let served = axum::serve(listener, app(AppState { store }))
+    let served = axum::serve(listener, app(AppState::new(store)))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop.send(true);

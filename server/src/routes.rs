@@ -1,8 +1,6 @@
 //! The HTTP handlers. They validate, hand events to the store, and answer; they never
 //! process events themselves.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -17,10 +15,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// Longest a request waits on the store before answering 503. MongoDB's own server
-/// selection gives up after a second; this also covers a server that accepts and hangs.
-const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::ingest::STORE_TIMEOUT;
 
 async fn with_timeout<T>(
     call: impl Future<Output = Result<T, beacon_store::StoreError>>,
@@ -47,7 +42,7 @@ pub async fn post_event(
     let event = Event::from_json(&body)?;
     event.validate(now)?;
     let queued = QueuedEvent::from_event(event, now);
-    with_timeout(state.store.enqueue(std::slice::from_ref(&queued))).await?;
+    state.ingest.submit(vec![queued]).await?;
     Ok((StatusCode::ACCEPTED, Json(Queued::new())))
 }
 
@@ -59,11 +54,11 @@ pub async fn post_events(
     let body = body?;
     let now = Utc::now();
     let mut results = Vec::new();
-    let mut accepted = Vec::new();
+    let mut queued = Vec::new();
     for parsed in parse_batch(&body)? {
         match parsed.and_then(|e| e.validate(now).map(|()| e)) {
             Ok(event) => {
-                accepted.push(QueuedEvent::from_event(event, now));
+                queued.push(QueuedEvent::from_event(event, now));
                 results.push(EventResult {
                     status: EventStatus::Accepted,
                     error: None,
@@ -75,10 +70,11 @@ pub async fn post_events(
             }),
         }
     }
-    with_timeout(state.store.enqueue(&accepted)).await?;
+    let accepted = queued.len();
+    state.ingest.submit(queued).await?;
     Ok(Json(BatchResponse {
-        accepted: accepted.len(),
-        rejected: results.len() - accepted.len(),
+        accepted,
+        rejected: results.len() - accepted,
         results,
     }))
 }
@@ -89,7 +85,9 @@ pub async fn get_stats(
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<Stats>, ApiError> {
     let Query(query) = query?;
-    let range = query.resolve()?;
+    let range = query
+        .resolve()
+        .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
     Ok(Json(with_timeout(state.store.stats(&range)).await?))
 }
 

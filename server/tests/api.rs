@@ -311,3 +311,31 @@ async fn the_embedded_server_keeps_every_accepted_event_across_restarts() {
     app.wait_for_total("site_id=s", accepted).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_requests_share_writes_and_every_one_is_stored_once() {
+    for b in TestBackend::all() {
+        let app = TestApp::start(&b).await;
+        let posts = (0..300).map(|i| {
+            let (http, url) = (app.http.clone(), app.url("/event"));
+            tokio::spawn(async move {
+                let e = json!({"site_id": "busy", "event_type": "page_view", "path": format!("/{}", i % 10)});
+                http.post(url).json(&e).send().await.unwrap().status().as_u16()
+            })
+        });
+        for post in futures_join(posts).await {
+            assert_eq!(post, 202, "{}", b.name);
+        }
+        let s = app.wait_for_total("site_id=busy", 300).await;
+        assert_eq!(s.top_paths.iter().map(|p| p.count).sum::<u64>(), 300);
+        app.stop().await;
+    }
+}
+
+async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}

@@ -4,6 +4,7 @@
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:1000 \
 //!     --mode single --connections 64 --duration 10 [--rate 12000]
 //! cargo run --release --example loadgen -- --mode batch --batch 100 --connections 8
+//! cargo run --release --example loadgen -- --mode freshness --probes 50
 //! ```
 //! `--rate` caps requests per second across all connections; without it each connection
 //! sends as fast as answers come back. A progress line is printed every second.
@@ -21,6 +22,9 @@ enum Mode {
     Single,
     /// `POST /events`, `--batch` events per request.
     Batch,
+    /// Freshness: post one event to a new site and time until `/stats` counts it,
+    /// `--probes` times, one after another.
+    Freshness,
 }
 
 #[derive(Debug, Parser)]
@@ -53,6 +57,9 @@ struct Args {
     /// Print one machine-readable line at the end: `RESULT key=value ...`.
     #[arg(long)]
     result_line: bool,
+    /// Probes in freshness mode.
+    #[arg(long, default_value_t = 50)]
+    probes: usize,
 }
 
 #[derive(Default)]
@@ -73,7 +80,7 @@ fn body(args: &Args, n: u64) -> Vec<u8> {
         })
     };
     match args.mode {
-        Mode::Single => serde_json::to_vec(&event(n)),
+        Mode::Single | Mode::Freshness => serde_json::to_vec(&event(n)),
         Mode::Batch => serde_json::to_vec(
             &(0..args.batch as u64)
                 .map(|i| event(n + i))
@@ -81,6 +88,65 @@ fn body(args: &Args, n: u64) -> Vec<u8> {
         ),
     }
     .unwrap_or_default()
+}
+
+/// Time from an accepted event to `/stats` counting it, in microseconds.
+async fn freshness(args: &Args, http: &reqwest::Client) {
+    let base = args.url.trim_end_matches('/');
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut timeouts = 0;
+    for probe in 0..args.probes {
+        let site = format!("fresh-{}", uuid::Uuid::now_v7().simple());
+        let event = serde_json::json!({"site_id": site, "event_type": "page_view", "path": "/"});
+        let accepted = http.post(format!("{base}/event")).json(&event).send().await;
+        if !accepted.is_ok_and(|r| r.status().is_success()) {
+            timeouts += 1;
+            continue;
+        }
+        let start = Instant::now();
+        let seen = loop {
+            let stats = http
+                .get(format!("{base}/stats?site_id={site}"))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.json::<serde_json::Value>());
+            if let Some(body) = stats
+                && body.await.ok().and_then(|b| b["total_events"].as_u64()) == Some(1)
+            {
+                break true;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        if seen {
+            let _ = histogram.record(start.elapsed().as_micros().max(1) as u64);
+        } else {
+            timeouts += 1;
+        }
+        eprintln!(
+            "  probe {probe}: {:.1} ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "freshness over {} probes: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms, {timeouts} not seen within 10 s",
+        args.probes,
+        ms(0.5),
+        ms(0.99),
+        histogram.max() as f64 / 1000.0
+    );
+    if args.result_line {
+        println!(
+            "RESULT p50={:.1} p99={:.1} errors={timeouts}",
+            ms(0.5),
+            ms(0.99)
+        );
+    }
 }
 
 #[tokio::main]
@@ -92,12 +158,13 @@ async fn main() {
         .build()
         .expect("HTTP client");
     let url = match args.mode {
+        Mode::Freshness => return freshness(&args, &http).await,
         Mode::Single => format!("{}/event", args.url.trim_end_matches('/')),
         Mode::Batch => format!("{}/events", args.url.trim_end_matches('/')),
     };
     let events_per_request = match args.mode {
-        Mode::Single => 1,
         Mode::Batch => args.batch as u64,
+        Mode::Single | Mode::Freshness => 1,
     };
     let totals = Arc::new(Totals::default());
     let started = Instant::now();

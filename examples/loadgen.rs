@@ -69,6 +69,16 @@ struct Totals {
     errors: AtomicU64,
 }
 
+/// Latencies in microseconds, from 1 µs to 60 s, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A latency quantile in milliseconds.
+fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
+    histogram.value_at_quantile(q) as f64 / 1000.0
+}
+
 fn body(args: &Args, n: u64) -> Vec<u8> {
     let event = |i: u64| {
         serde_json::json!({
@@ -93,7 +103,7 @@ fn body(args: &Args, n: u64) -> Vec<u8> {
 /// Time from an accepted event to `/stats` counting it, in microseconds.
 async fn freshness(args: &Args, http: &reqwest::Client) {
     let base = args.url.trim_end_matches('/');
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut histogram = new_histogram();
     let mut timeouts = 0;
     for probe in 0..args.probes {
         let site = format!("fresh-{}", uuid::Uuid::now_v7().simple());
@@ -132,13 +142,13 @@ async fn freshness(args: &Args, http: &reqwest::Client) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| quantile_ms(&histogram, q);
     println!(
         "freshness over {} probes: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms, {timeouts} not seen within 10 s",
         args.probes,
         ms(0.5),
         ms(0.99),
-        histogram.max() as f64 / 1000.0
+        quantile_ms(&histogram, 1.0)
     );
     if args.result_line {
         println!(
@@ -182,8 +192,7 @@ async fn main() {
                 Arc::clone(&totals),
             );
             tokio::spawn(async move {
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let mut histogram = new_histogram();
                 let mut n = c as u64 * 1_000_000_000;
                 let mut next = Instant::now();
                 while Instant::now() < end {
@@ -242,7 +251,7 @@ async fn main() {
             }
         })
     };
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut histogram = new_histogram();
     for w in workers {
         if let Ok(h) = w.await {
             let _ = histogram.add(h);
@@ -253,7 +262,7 @@ async fn main() {
     let requests = totals.requests.load(Ordering::Relaxed);
     let events = totals.events.load(Ordering::Relaxed);
     let errors = totals.errors.load(Ordering::Relaxed);
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| quantile_ms(&histogram, q);
     println!(
         "{:?} x{} for {secs:.1}s: {:.0} req/s, {:.0} events/s, {errors} errors",
         args.mode,
@@ -267,7 +276,7 @@ async fn main() {
         ms(0.9),
         ms(0.99),
         ms(0.999),
-        histogram.max() as f64 / 1000.0
+        quantile_ms(&histogram, 1.0)
     );
     if args.result_line {
         println!(

@@ -6,6 +6,27 @@ use axum::response::{IntoResponse, Response};
 use beacon_protocol::{ErrorBody, ValidationError};
 use beacon_store::StoreError;
 
+/// Longest a request waits on the store before answering 503. MongoDB's own server
+/// selection gives up after a second; this also covers a server that accepts and hangs.
+pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs a store call under [`STORE_TIMEOUT`]; failures and timeouts are logged and become
+/// [`ApiError::Unavailable`].
+pub async fn with_timeout<T>(
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::error!(
+                timeout_ms = STORE_TIMEOUT.as_millis() as u64,
+                "store call timed out"
+            );
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

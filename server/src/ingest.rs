@@ -6,20 +6,15 @@
 //! once, and under load the groups grow by themselves, which turns thousands of small
 //! writes per second into a few large ones.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use beacon_store::{QueuedEvent, Store};
+use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, with_timeout};
 
 /// Most events written in one store call.
 pub const MAX_GROUP_EVENTS: usize = 5000;
-/// Longest a group waits on the store before its requests answer 503. MongoDB's own
-/// server selection gives up after a second; this also covers a server that hangs.
-pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
-
+#[derive(Debug)]
 struct Job {
     events: Vec<QueuedEvent>,
     done: oneshot::Sender<Result<(), ()>>,
@@ -29,14 +24,6 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     jobs: mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("events", &self.events.len())
-            .finish()
-    }
 }
 
 impl Ingest {
@@ -97,17 +84,7 @@ async fn write_groups(store: Store, inbox: Arc<Mutex<mpsc::Receiver<Job>>>) {
             events.extend(job.events);
             waiting.push(job.done);
         }
-        let result = match tokio::time::timeout(STORE_TIMEOUT, store.enqueue(&events)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, events = count, "enqueue failed");
-                Err(())
-            }
-            Err(_) => {
-                tracing::error!(events = count, "enqueue timed out");
-                Err(())
-            }
-        };
+        let result = with_timeout(store.enqueue(events)).await.map_err(|_| ());
         for done in waiting {
             let _ = done.send(result);
         }

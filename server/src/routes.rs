@@ -14,23 +14,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::AppState;
-use crate::error::ApiError;
-use crate::ingest::STORE_TIMEOUT;
-
-async fn with_timeout<T>(
-    call: impl Future<Output = Result<T, beacon_store::StoreError>>,
-) -> Result<T, ApiError> {
-    match tokio::time::timeout(STORE_TIMEOUT, call).await {
-        Ok(result) => Ok(result?),
-        Err(_) => {
-            tracing::error!(
-                timeout_ms = STORE_TIMEOUT.as_millis() as u64,
-                "store call timed out"
-            );
-            Err(ApiError::Unavailable)
-        }
-    }
-}
+use crate::error::{ApiError, with_timeout};
 
 /// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued.
 pub async fn post_event(

@@ -86,8 +86,7 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    pub(crate) async fn enqueue(&self, events: &[QueuedEvent]) -> Result<()> {
-        let events = events.to_vec();
+    pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
         self.with(&self.writer, move |conn, queue| {
             let tx = conn.transaction()?;
             {
@@ -104,7 +103,8 @@ impl EmbeddedStore {
                         e.user_id,
                         millis(e.timestamp),
                         millis(e.ingested_at),
-                        e.props.as_ref().map(|p| serde_json::Value::Object(p.clone()).to_string()),
+                        e.props.as_ref().map(serde_json::to_string).transpose()
+                            .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
                     ])?;
                 }
             }

@@ -128,12 +128,13 @@ impl Store {
 
     /// Durably queues events. Returns once the database acknowledged the write; an event
     /// whose id is already queued is acknowledged without a second copy.
-    pub async fn enqueue(&self, events: &[QueuedEvent]) -> Result<()> {
+    /// Takes the events by value: the embedded backend hands them to a blocking thread.
+    pub async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         match self {
-            Self::Mongo(s) => s.enqueue(events).await,
+            Self::Mongo(s) => s.enqueue(&events).await,
             Self::Embedded(s) => s.enqueue(events).await,
         }
     }

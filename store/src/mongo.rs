@@ -259,7 +259,7 @@ impl MongoStore {
             doc! { "$count": "n" },
         ];
         let rows: Vec<Document> = self.events.aggregate(pipeline).await?.try_collect().await?;
-        Ok(rows.first().map(count_field).unwrap_or(0))
+        Ok(rows.first().map_or(0, |d| count_field(d, "n")))
     }
 
     async fn top_paths(
@@ -282,7 +282,7 @@ impl MongoStore {
             .filter_map(|d| {
                 Some(PathCount {
                     path: d.get_str("_id").ok()?.to_owned(),
-                    count: count_field_named(d, "count"),
+                    count: count_field(d, "count"),
                 })
             })
             .collect())
@@ -316,11 +316,7 @@ fn bson_time(t: chrono::DateTime<Utc>) -> BsonDateTime {
     BsonDateTime::from_millis(millis(t))
 }
 
-fn count_field(d: &Document) -> u64 {
-    count_field_named(d, "n")
-}
-
-fn count_field_named(d: &Document, field: &str) -> u64 {
+fn count_field(d: &Document, field: &str) -> u64 {
     match d.get(field) {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),

@@ -62,7 +62,7 @@ async fn enqueue_claim_move_round_trip_with_props() {
                 .unwrap()
                 .clone(),
         );
-        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
+        store.enqueue(vec![e.clone()]).await.unwrap();
         assert_eq!(store.queue_depth().await.unwrap(), 1, "{}", b.name);
         let batch = store.claim(10).await.unwrap();
         assert_eq!(batch.events, vec![e.clone()], "{}: claimed record", b.name);
@@ -81,15 +81,15 @@ async fn the_same_event_enqueued_twice_is_stored_once() {
     for b in TestBackend::all() {
         let store = open(&b).await;
         let e = event("s1", "/a", None, Utc::now());
-        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
+        store.enqueue(vec![e.clone()]).await.unwrap();
         store
-            .enqueue(&[e.clone(), event("s1", "/b", None, Utc::now())])
+            .enqueue(vec![e.clone(), event("s1", "/b", None, Utc::now())])
             .await
             .unwrap();
         assert_eq!(store.queue_depth().await.unwrap(), 2, "{}", b.name);
         drain(&store).await;
         // Sent again after it was processed: acknowledged, moved, not counted twice.
-        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
+        store.enqueue(vec![e.clone()]).await.unwrap();
         let batch = store.claim(10).await.unwrap();
         let outcome = store.move_batch(&batch).await.unwrap();
         assert_eq!((outcome.inserted, outcome.duplicates), (0, 1), "{}", b.name);
@@ -109,7 +109,7 @@ async fn claims_are_oldest_first_and_exclusive() {
             })
             .collect();
         for e in &events {
-            store.enqueue(std::slice::from_ref(e)).await.unwrap();
+            store.enqueue(vec![e.clone()]).await.unwrap();
         }
         let first = store.claim(3).await.unwrap();
         let second = store.claim(3).await.unwrap();
@@ -129,7 +129,7 @@ async fn a_crashed_workers_batch_is_reclaimed_after_its_lease() {
         let events: Vec<_> = (0..10)
             .map(|_| event("s1", "/", None, Utc::now()))
             .collect();
-        store.enqueue(&events).await.unwrap();
+        store.enqueue(events).await.unwrap();
         let crashed = store.claim(100).await.unwrap();
         assert_eq!(crashed.len(), 10);
         drop(crashed); // the worker dies holding its claim
@@ -151,7 +151,7 @@ async fn a_slow_worker_whose_lease_ran_out_does_not_double_count() {
         let events: Vec<_> = (0..10)
             .map(|_| event("s1", "/", None, Utc::now()))
             .collect();
-        store.enqueue(&events).await.unwrap();
+        store.enqueue(events).await.unwrap();
         let slow = store.claim(100).await.unwrap();
         tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
         let fast = store.claim(100).await.unwrap();
@@ -184,7 +184,7 @@ async fn concurrent_workers_move_every_event_exactly_once() {
                         .map(|_| event("s1", "/", Some("u"), Utc::now()))
                         .collect();
                     ids.extend(chunk.iter().map(|e| e.event_id));
-                    store.enqueue(&chunk).await.unwrap();
+                    store.enqueue(chunk.clone()).await.unwrap();
                 }
                 ids
             })
@@ -322,7 +322,7 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
     for b in TestBackend::all() {
         let store = open(&b).await;
         for chunk in events.chunks(250) {
-            store.enqueue(chunk).await.unwrap();
+            store.enqueue(chunk.to_vec()).await.unwrap();
         }
         assert_eq!(drain(&store).await, events.len(), "{}", b.name);
         let mut answers = Vec::new();
@@ -343,9 +343,9 @@ async fn embedded_data_survives_reopening() {
     let queued = event("s1", "/later", None, Utc::now());
     {
         let store = open(&b).await;
-        store.enqueue(std::slice::from_ref(&e)).await.unwrap();
+        store.enqueue(vec![e.clone()]).await.unwrap();
         drain(&store).await;
-        store.enqueue(std::slice::from_ref(&queued)).await.unwrap();
+        store.enqueue(vec![queued.clone()]).await.unwrap();
     }
     let store = open(&b).await;
     assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);

@@ -27,10 +27,9 @@ impl TestBackend {
     /// An embedded store in a new temporary directory.
     pub fn embedded() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut config = StoreConfig::new(Backend::Embedded {
+        let config = test_config(Backend::Embedded {
             data_dir: dir.path().to_owned(),
         });
-        config.claim_lease = Duration::from_millis(300);
         Self {
             name: "embedded",
             config,
@@ -41,8 +40,7 @@ impl TestBackend {
     /// A new database on the test MongoDB, or `None` (with a loud line) if there is none.
     pub fn mongo() -> Option<Self> {
         let url = fresh_mongo_url()?;
-        let mut config = StoreConfig::new(Backend::Mongo { url });
-        config.claim_lease = Duration::from_millis(300);
+        let config = test_config(Backend::Mongo { url });
         Some(Self {
             name: "mongo",
             config,
@@ -61,6 +59,14 @@ impl TestBackend {
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self._dir.as_ref().map(tempfile::TempDir::path)
     }
+}
+
+/// A store configuration for tests: a short claim lease, so that re-claiming a crashed
+/// worker's batch takes a moment rather than the production 30 s.
+fn test_config(backend: Backend) -> StoreConfig {
+    let mut config = StoreConfig::new(backend);
+    config.claim_lease = Duration::from_millis(300);
+    config
 }
 
 /// The test MongoDB's URL, if any. Panics when `BEACON_REQUIRE_MONGO=1` and none is set.
@@ -94,8 +100,7 @@ pub async fn mongo_behind_proxy() -> Option<(TestBackend, FaultyProxy)> {
     let proxy = FaultyProxy::start(target).await;
     let db = format!("beacon_test_{}", uuid::Uuid::now_v7().simple());
     let url = format!("mongodb://{}/{db}?directConnection=true", proxy.addr());
-    let mut config = StoreConfig::new(Backend::Mongo { url });
-    config.claim_lease = Duration::from_millis(300);
+    let config = test_config(Backend::Mongo { url });
     Some((
         TestBackend {
             name: "mongo-behind-proxy",

@@ -75,3 +75,79 @@ ensure_mongo() {
     start_secantus
   fi
 }
+
+# The wasm-bindgen version in Cargo.lock: the CLI must match the library exactly.
+wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+# ensure_wasm_toolchain: the wasm32 target and the wasm-bindgen CLI (with its test
+# runner) at the locked version. Returns non-zero, having said why, if either cannot be
+# installed.
+ensure_wasm_toolchain() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    rustup target add wasm32-unknown-unknown || {
+      wasm_unavailable="'rustup target add wasm32-unknown-unknown' failed"
+      return 1
+    }
+  fi
+  local want have
+  want=$(wasm_bindgen_version)
+  have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+  if [[ "$have" != "$want" ]]; then
+    say "installing wasm-bindgen-cli $want (cargo install; about 2 minutes)"
+    # --locked first; without it when the registry lacks one of the CLI's pinned deps.
+    cargo install wasm-bindgen-cli --version "$want" --locked \
+      || cargo install wasm-bindgen-cli --version "$want" || {
+      wasm_unavailable="'cargo install wasm-bindgen-cli --version $want' failed"
+      return 1
+    }
+  fi
+}
+
+# ensure_browser: headless Chromium and its WebDriver, from Debian's
+# packages when missing. Sets CHROMEDRIVER. Returns non-zero, having said why, on failure.
+ensure_browser() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]} (apt-get)"
+    local sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || {
+      browser_unavailable="'apt-get install ${missing[*]}' failed"
+      return 1
+    }
+  fi
+  CHROMEDRIVER=$(command -v chromedriver)
+  export CHROMEDRIVER
+}
+
+BINARYEN_VERSION="132.0.0"
+
+# find_wasm_opt: sets WASM_OPT to a wasm-opt that reads what today's rustc and
+# wasm-bindgen emit (bulk memory, reference types): version 116 or later. Debian 12's
+# binaryen (108) is too old, so fall back to the npm package, installed into .tools/
+# (git-ignored). Leaves WASM_OPT empty, having said why, if neither is available.
+find_wasm_opt() {
+  WASM_OPT=""
+  local v
+  v=$(wasm-opt --version 2>/dev/null | awk '{print $3}' || true)
+  if [[ "$v" =~ ^[0-9]+$ ]] && ((v >= 116)); then
+    WASM_OPT=$(command -v wasm-opt)
+    return 0
+  fi
+  local npm_wasm_opt=.tools/binaryen/node_modules/.bin/wasm-opt
+  if [[ ! -x "$npm_wasm_opt" ]] && command -v npm >/dev/null; then
+    say "installing wasm-opt (npm binaryen@$BINARYEN_VERSION into .tools/)"
+    npm install --silent --no-audit --no-fund --prefix .tools/binaryen "binaryen@$BINARYEN_VERSION" >/dev/null \
+      || echo "npm install binaryen failed"
+  fi
+  if [[ -x "$npm_wasm_opt" ]]; then
+    WASM_OPT=$npm_wasm_opt
+  else
+    echo "no usable wasm-opt (need binaryen >= 116, found '${v:-none}'; npm unavailable)"
+  fi
+}

@@ -44,12 +44,27 @@ pub struct BatchResponse {
 #[serde(untagged)]
 enum Envelope {
     List(Vec<Value>),
-    Object { events: Vec<Value> },
+    Object {
+        events: Vec<Value>,
+        #[serde(default)]
+        cookieless: bool,
+    },
 }
 
-/// Reads a batch body: a JSON array, or `{"events":[…]}`. The outer shape must be right;
-/// each event is then parsed on its own so that one bad event is reported alone.
-pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Result<Event, ValidationError>>, ValidationError> {
+/// A batch as read by the server.
+#[derive(Debug)]
+pub struct ParsedBatch {
+    /// Each event, or why it was refused, in request order.
+    pub events: Vec<Result<Event, ValidationError>>,
+    /// `"cookieless": true`: the sender keeps no id on the visitor's device, so the
+    /// server derives an anonymous daily user for events that carry no `user_id`.
+    pub cookieless: bool,
+}
+
+/// Reads a batch body: a JSON array, or `{"events":[…], "cookieless"?: bool}`. The outer
+/// shape must be right; each event is then parsed on its own so that one bad event is
+/// reported alone.
+pub fn parse_batch(bytes: &[u8]) -> Result<ParsedBatch, ValidationError> {
     let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -61,8 +76,9 @@ pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Result<Event, ValidationError>>, 
             ),
         }
     })?;
-    let values = match envelope {
-        Envelope::List(v) | Envelope::Object { events: v } => v,
+    let (values, cookieless) = match envelope {
+        Envelope::List(v) => (v, false),
+        Envelope::Object { events, cookieless } => (events, cookieless),
     };
     if values.len() > MAX_BATCH_EVENTS {
         return Err(ValidationError::Malformed(format!(
@@ -70,13 +86,14 @@ pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Result<Event, ValidationError>>, 
             values.len()
         )));
     }
-    Ok(values
+    let events = values
         .into_iter()
         .map(|v| {
             serde_json::from_value::<Event>(v)
                 .map_err(|e| ValidationError::Malformed(crate::event::describe_json_error(&e)))
         })
-        .collect())
+        .collect();
+    Ok(ParsedBatch { events, cookieless })
 }
 
 #[cfg(test)]
@@ -86,15 +103,19 @@ mod tests {
     #[test]
     fn both_envelopes_parse_and_bad_events_stand_alone() {
         let list = parse_batch(br#"[{"site_id":"s","event_type":"a"},{"site_id":1}]"#).unwrap();
-        assert!(list[0].is_ok());
-        assert!(list[1].is_err());
+        assert!(list.events[0].is_ok());
+        assert!(list.events[1].is_err());
+        assert!(!list.cookieless);
         let obj = parse_batch(br#"{"events":[{"site_id":"s","event_type":"a"}]}"#).unwrap();
-        assert_eq!(obj.len(), 1);
+        assert_eq!(obj.events.len(), 1);
+        let anon = parse_batch(br#"{"events":[],"cookieless":true}"#).unwrap();
+        assert!(anon.cookieless);
     }
 
     #[test]
     fn wrong_outer_shape_is_refused() {
         assert!(parse_batch(br#"{"site_id":"s"}"#).is_err());
         assert!(parse_batch(b"[").is_err());
+        assert!(parse_batch(br#"{"events":[],"cookieless":"yes"}"#).is_err());
     }
 }

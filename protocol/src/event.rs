@@ -113,21 +113,17 @@ impl Event {
 
     /// Checks every limit. `now` is passed in because this crate has no clock.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
-        check_text("site_id", &self.site_id, MAX_SITE_ID_BYTES, true)?;
-        check_text("event_type", &self.event_type, MAX_EVENT_TYPE_BYTES, true)?;
-        if let Some(path) = &self.path {
-            check_text("path", path, MAX_PATH_BYTES, false)?;
-        }
-        if let Some(user_id) = &self.user_id {
-            check_text("user_id", user_id, MAX_USER_ID_BYTES, false)?;
-        }
+        validate_fields(
+            &self.site_id,
+            &self.event_type,
+            self.path.as_deref(),
+            self.user_id.as_deref(),
+        )?;
         if let Some(props) = &self.props {
             let bytes = serde_json::to_vec(props)
                 .map(|v| v.len())
                 .unwrap_or(usize::MAX);
-            if props.len() > MAX_PROPS || bytes > MAX_PROPS_BYTES {
-                return Err(ValidationError::PropsTooLarge);
-            }
+            validate_props_size(props.len(), bytes)?;
         }
         if let Some(ts) = self.timestamp {
             if ts > now + TimeDelta::seconds(MAX_CLOCK_SKEW_SECS) {
@@ -136,6 +132,33 @@ impl Event {
         }
         Ok(())
     }
+}
+
+/// The text fields' rules, for clients that build events without [`Event`] (the browser
+/// SDK keeps serde out of its wasm to stay small).
+pub fn validate_fields(
+    site_id: &str,
+    event_type: &str,
+    path: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<(), ValidationError> {
+    check_text("site_id", site_id, MAX_SITE_ID_BYTES, true)?;
+    check_text("event_type", event_type, MAX_EVENT_TYPE_BYTES, true)?;
+    if let Some(path) = path {
+        check_text("path", path, MAX_PATH_BYTES, false)?;
+    }
+    if let Some(user_id) = user_id {
+        check_text("user_id", user_id, MAX_USER_ID_BYTES, false)?;
+    }
+    Ok(())
+}
+
+/// The `props` rule: `entries` keys, `bytes` of compact JSON.
+pub fn validate_props_size(entries: usize, bytes: usize) -> Result<(), ValidationError> {
+    if entries > MAX_PROPS || bytes > MAX_PROPS_BYTES {
+        return Err(ValidationError::PropsTooLarge);
+    }
+    Ok(())
 }
 
 /// serde_json's messages name the problem and position; prefix them so the reader knows

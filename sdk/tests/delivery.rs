@@ -18,16 +18,11 @@ struct Server {
 }
 
 async fn start_server(store: &StoreConfig, addr: SocketAddr) -> (Server, SocketAddr) {
-    let config = Config {
-        host: addr.ip(),
-        port: addr.port(),
-        run_worker: true,
-        worker: WorkerConfig {
-            batch_size: 200,
-            poll_interval: Duration::from_millis(20),
-            store: store.clone(),
-        },
-    };
+    let config = Config::loopback(WorkerConfig {
+        batch_size: 200,
+        poll_interval: Duration::from_millis(20),
+        store: store.clone(),
+    });
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

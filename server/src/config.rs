@@ -1,6 +1,7 @@
 //! The server's settings, from the environment and `.env` (see `beacon_worker::config`).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use beacon_store::Backend;
 use beacon_worker::{ConfigError, Env, WorkerConfig};
@@ -15,12 +16,39 @@ pub struct Config {
     /// `RUN_WORKER`: run the worker inside the server. Defaults to on for the embedded
     /// store (one process does everything) and off for MongoDB (run `beacon-worker`).
     pub run_worker: bool,
+    /// `SDK_DIR`: the browser SDK's built files (`scripts/build-wasm`), served under
+    /// `/sdk/`. Defaults to `sdk-wasm/pkg` in this source tree.
+    pub sdk_dir: PathBuf,
+    /// `TRUST_PROXY`, default off: take the client's IP from `X-Forwarded-For`, for
+    /// cookieless visitors behind a reverse proxy. Off, a client could forge it.
+    pub trust_proxy: bool,
     /// The worker's and the store's settings.
     pub worker: WorkerConfig,
 }
 
 impl Config {
-    /// Reads `HOST`, `PORT`, `RUN_WORKER` and the worker's variables.
+    /// A server on 127.0.0.1 (port 0: the caller binds) with the worker inside and every
+    /// other setting at its default: what tests and embedders start.
+    pub fn loopback(worker: WorkerConfig) -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            run_worker: true,
+            sdk_dir: default_sdk_dir(),
+            trust_proxy: false,
+            worker,
+        }
+    }
+}
+
+/// Where `scripts/build-wasm` writes the browser SDK in this source tree.
+pub fn default_sdk_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk-wasm/pkg"))
+}
+
+impl Config {
+    /// Reads `HOST`, `PORT`, `RUN_WORKER`, `SDK_DIR`, `TRUST_PROXY` and the worker's
+    /// variables.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let worker = WorkerConfig::from_env(env)?;
         let embedded = matches!(worker.store.backend, Backend::Embedded { .. });
@@ -28,6 +56,10 @@ impl Config {
             host: env.parse("HOST", IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("PORT", 1000)?,
             run_worker: env.flag("RUN_WORKER", embedded)?,
+            sdk_dir: env
+                .get("SDK_DIR")
+                .map_or_else(default_sdk_dir, PathBuf::from),
+            trust_proxy: env.flag("TRUST_PROXY", false)?,
             worker,
         })
     }

@@ -50,6 +50,11 @@ pub enum ApiError {
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
+    /// A browser SDK file that is not built (or not in `SDK_DIR`).
+    #[error(
+        "{0} is not here: build the browser SDK with scripts/build-wasm, or point SDK_DIR at its files"
+    )]
+    SdkFileMissing(String),
 }
 
 impl ApiError {
@@ -65,7 +70,7 @@ impl ApiError {
                 _ => (StatusCode::BAD_REQUEST, "bad_request"),
             },
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotFound(_) | Self::SdkFileMissing(_) => (StatusCode::NOT_FOUND, "not_found"),
         }
     }
 }

@@ -7,16 +7,22 @@
 //! - [`config`] reads the settings; `routes` holds the handlers; `ingest` gathers
 //!   concurrent requests into one write (group commit); [`error`] maps every failure to
 //!   a status and a JSON body.
+//! - `sdk` serves the browser SDK under `/sdk/`; `cookieless` derives anonymous daily
+//!   user ids for browsers that keep none.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
 
 pub mod config;
+mod cookieless;
 pub mod error;
 mod ingest;
 mod routes;
+mod sdk;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -41,13 +47,16 @@ pub struct AppState {
     pub store: Store,
     /// Events are written through group commit.
     pub ingest: ingest::Ingest,
+    /// Anonymous ids for cookieless batches.
+    pub anonymizer: cookieless::Anonymizer,
 }
 
 impl AppState {
     /// Starts the group-commit writers for `store`.
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, config: &Config) -> Self {
         Self {
             ingest: ingest::Ingest::start(store.clone()),
+            anonymizer: cookieless::Anonymizer::new(store.clone(), config.trust_proxy),
             store,
         }
     }
@@ -64,9 +73,10 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// The router. Ingest routes allow any origin (browsers send from the sites they track);
-/// `/stats` is for operators and does not.
-pub fn app(state: AppState) -> Router {
+/// The router. Ingest routes and the browser SDK's files (from `sdk_dir`) allow any
+/// origin (browsers send from the sites they track); `/stats` is for operators and does
+/// not.
+pub fn app(state: AppState, sdk_dir: &Path) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::OPTIONS])
@@ -84,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .layer(cors);
     Router::new()
         .merge(ingest)
+        .merge(sdk::routes(sdk_dir))
         .route("/stats", get(routes::get_stats))
         .route("/health", get(routes::health))
         .fallback(routes::not_found)
@@ -104,6 +115,11 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let store = Store::open(config.worker.store.clone()).await?;
     tracing::info!(store = %store.describe(), worker_in_process = config.run_worker, "store opened");
+    if !config.sdk_dir.join("beacon.js").is_file() {
+        tracing::info!(sdk_dir = %config.sdk_dir.display(), "browser SDK not built: /sdk/ answers 404 until scripts/build-wasm runs");
+    }
+    let state = AppState::new(store.clone(), &config);
+    let router = app(state, &config.sdk_dir);
     let (stop, stopped) = watch::channel(false);
     let background = if config.run_worker {
         let worker_store = store.clone();
@@ -124,9 +140,13 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!("Beacon listening on http://{addr}");
-    let served = axum::serve(listener, app(AppState::new(store)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // The peer address is what cookieless ids hash, unless TRUST_PROXY says otherwise.
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     let _ = stop.send(true);
     if config.run_worker {
         let _ = background.await;

@@ -1,17 +1,19 @@
 //! The HTTP handlers. They validate, hand events to the store, and answer; they never
 //! process events themselves.
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use beacon_protocol::batch::parse_batch;
 use beacon_protocol::{BatchResponse, Event, EventResult, EventStatus, Queued, Stats, StatsQuery};
 use beacon_store::QueuedEvent;
 use chrono::Utc;
 use serde_json::json;
+use std::net::SocketAddr;
 
 use crate::AppState;
 use crate::error::{ApiError, with_timeout};
@@ -30,18 +32,31 @@ pub async fn post_event(
     Ok((StatusCode::ACCEPTED, Json(Queued::new())))
 }
 
-/// `POST /events`: up to 1,000 events, each accepted or rejected on its own.
+/// `POST /events`: up to 1,000 events, each accepted or rejected on its own. A
+/// cookieless batch's events without a `user_id` get the client's anonymous daily id.
 pub async fn post_events(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let body = body?;
     let now = Utc::now();
+    let batch = parse_batch(&body)?;
+    let client = batch.cookieless.then(|| {
+        state
+            .anonymizer
+            .client(&headers, peer.map(|Extension(ConnectInfo(addr))| addr))
+    });
     let mut results = Vec::new();
     let mut queued = Vec::new();
-    for parsed in parse_batch(&body)? {
+    for parsed in batch.events {
         match parsed.and_then(|e| e.validate(now).map(|()| e)) {
-            Ok(event) => {
+            Ok(mut event) => {
+                if let (Some(client), None) = (&client, &event.user_id) {
+                    let id = with_timeout(state.anonymizer.user_id(&event.site_id, client, now));
+                    event.user_id = Some(id.await?);
+                }
                 queued.push(QueuedEvent::from_event(event, now));
                 results.push(EventResult {
                     status: EventStatus::Accepted,

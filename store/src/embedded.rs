@@ -114,6 +114,30 @@ impl EmbeddedStore {
         .await
     }
 
+    pub(crate) async fn daily_salt(
+        &self,
+        day: &str,
+        oldest_kept: &str,
+        fresh: [u8; 32],
+    ) -> Result<Vec<u8>> {
+        let (day, oldest_kept) = (day.to_owned(), oldest_kept.to_owned());
+        self.with(&self.writer, move |conn, _| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO salts (day, salt) VALUES (?1, ?2) ON CONFLICT(day) DO NOTHING",
+                params![day, fresh.to_vec()],
+            )?;
+            let salt: Vec<u8> =
+                tx.query_row("SELECT salt FROM salts WHERE day = ?1", [&day], |r| {
+                    r.get(0)
+                })?;
+            tx.execute("DELETE FROM salts WHERE day < ?1", [&oldest_kept])?;
+            tx.commit()?;
+            Ok(salt)
+        })
+        .await
+    }
+
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         let token = new_claim_token();
         let lease = i64::try_from(self.claim_lease.as_millis()).unwrap_or(i64::MAX);
@@ -275,7 +299,8 @@ fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
              props TEXT,
              processed_at INTEGER NOT NULL
          ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);"
+         CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);
+         CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL);"
     ))?;
     Ok(())
 }

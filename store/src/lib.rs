@@ -175,6 +175,19 @@ impl Store {
         }
     }
 
+    /// The secret salt for `day` (UTC), shared by every server: `fresh` is stored if the
+    /// day has none yet, and whichever was stored first is returned. Salts of days
+    /// before `day - 1` are deleted, so that old anonymous ids can no longer be
+    /// recomputed from IP and user agent.
+    pub async fn daily_salt(&self, day: chrono::NaiveDate, fresh: [u8; 32]) -> Result<Vec<u8>> {
+        let key = day.format("%Y-%m-%d").to_string();
+        let oldest_kept = day.pred_opt().unwrap_or(day).format("%Y-%m-%d").to_string();
+        match self {
+            Self::Mongo(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
+            Self::Embedded(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
+        }
+    }
+
     /// Processed events for one site, for tests and checks that must see raw rows.
     pub async fn event_ids(&self, site_id: &str) -> Result<Vec<uuid::Uuid>> {
         match self {

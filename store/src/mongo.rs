@@ -13,9 +13,10 @@ use std::time::Duration;
 use beacon_protocol::{PathCount, Stats, TimeRange};
 use chrono::Utc;
 use futures::TryStreamExt;
-use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::error::ErrorKind;
-use mongodb::options::{ClientOptions, WriteConcern};
+use mongodb::options::{ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use uuid::Uuid;
 
@@ -25,6 +26,7 @@ use crate::{
 };
 
 const EVENTS: &str = "events";
+const SALTS: &str = "salts";
 const DUPLICATE_KEY: i32 = 11000;
 /// How long an operation waits for a reachable server before the caller gets a 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,6 +36,7 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct MongoStore {
     queue: Collection<Document>,
     events: Collection<Document>,
+    salts: Collection<Document>,
     description: String,
     claim_lease: Duration,
     /// Set once collections and indexes exist. Until then writes are refused, so that no
@@ -66,6 +69,7 @@ impl MongoStore {
         Ok(Self {
             queue: db.collection(&config.queue_name),
             events: db.collection(EVENTS),
+            salts: db.collection(SALTS),
             description: format!(
                 "MongoDB database `{database}` on {} (queue `{}`)",
                 hosts.join(","),
@@ -87,7 +91,7 @@ impl MongoStore {
         let _ddl = DDL.lock().await;
         let db = self.queue.namespace().db;
         let database = self.queue.client().database(&db);
-        for name in [self.queue.name(), self.events.name()] {
+        for name in [self.queue.name(), self.events.name(), self.salts.name()] {
             match database.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if command_code(&e) == Some(NAMESPACE_EXISTS) => {}
@@ -125,6 +129,45 @@ impl MongoStore {
             Err(e) if only_duplicate_keys(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    pub(crate) async fn daily_salt(
+        &self,
+        day: &str,
+        oldest_kept: &str,
+        fresh: [u8; 32],
+    ) -> Result<Vec<u8>> {
+        self.check_ready()?;
+        let salt = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: fresh.to_vec(),
+        };
+        let upsert = || {
+            self.salts
+                .find_one_and_update(
+                    doc! { "_id": day },
+                    doc! { "$setOnInsert": { "salt": salt.clone() } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+        };
+        // Two servers may upsert the same new day at once; the loser sees a duplicate key
+        // and reads the winner's salt.
+        let stored = match upsert().await {
+            Err(e) if command_code(&e) == Some(DUPLICATE_KEY) || only_duplicate_keys(&e) => {
+                upsert().await?
+            }
+            other => other?,
+        };
+        let bytes = stored
+            .as_ref()
+            .and_then(|d| d.get_binary_generic("salt").ok())
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("salt for {day} is missing")))?;
+        self.salts
+            .delete_many(doc! { "_id": { "$lt": oldest_kept } })
+            .await?;
+        Ok(bytes)
     }
 
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {

@@ -22,14 +22,12 @@ pub struct TestApp {
 
 pub fn config(store: StoreConfig, run_worker: bool) -> Config {
     Config {
-        host: [127, 0, 0, 1].into(),
-        port: 0,
         run_worker,
-        worker: WorkerConfig {
+        ..Config::loopback(WorkerConfig {
             batch_size: 100,
             poll_interval: Duration::from_millis(20),
             store,
-        },
+        })
     }
 }
 

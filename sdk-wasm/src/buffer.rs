@@ -1,0 +1,175 @@
+//! Events waiting to be sent, already serialized, cut into request bodies that fit what
+//! `navigator.sendBeacon` and `fetch(…, {keepalive})` accept.
+
+use beacon_protocol::limits::MAX_BATCH_EVENTS;
+
+/// Browsers refuse `sendBeacon` and keepalive bodies beyond 64 KiB in flight per page.
+pub const MAX_BODY_BYTES: usize = 60 * 1024;
+/// Events kept while the server is unreachable; beyond this the oldest are dropped, so a
+/// long-lived tab never grows without bound.
+pub const MAX_BUFFERED: usize = 1000;
+
+/// One request's worth of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    /// The `POST /events` body.
+    pub json: String,
+    /// The events in it, to put back if sending fails.
+    pub events: Vec<String>,
+}
+
+/// The pending events, oldest first, each as compact JSON.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    events: Vec<String>,
+    dropped: u64,
+}
+
+impl Buffer {
+    /// Adds an event, dropping the oldest when full.
+    pub fn push(&mut self, event_json: String) {
+        if self.events.len() >= MAX_BUFFERED {
+            self.events.remove(0);
+            self.dropped += 1;
+        }
+        self.events.push(event_json);
+    }
+
+    /// Puts events that failed to send back in front, in their order, within the bound.
+    pub fn requeue(&mut self, events: Vec<String>) {
+        let room = MAX_BUFFERED.saturating_sub(self.events.len());
+        let keep = events.len().min(room);
+        self.dropped += (events.len() - keep) as u64;
+        // The oldest of the failed events are the ones to give up on.
+        let skip = events.len() - keep;
+        self.events.splice(0..0, events.into_iter().skip(skip));
+    }
+
+    /// Everything pending, as bodies of at most [`MAX_BODY_BYTES`] and
+    /// [`MAX_BATCH_EVENTS`] events each.
+    pub fn take_bodies(&mut self, cookieless: bool) -> Vec<Body> {
+        let tail = if cookieless {
+            "],\"cookieless\":true}"
+        } else {
+            "]}"
+        };
+        let head = "{\"events\":[";
+        let mut bodies = Vec::new();
+        let mut current = Body {
+            json: head.to_owned(),
+            events: Vec::new(),
+        };
+        for event in self.events.drain(..) {
+            let full = current.json.len() + 1 + event.len() + tail.len() > MAX_BODY_BYTES
+                || current.events.len() >= MAX_BATCH_EVENTS;
+            if full && !current.events.is_empty() {
+                current.json.push_str(tail);
+                bodies.push(std::mem::replace(
+                    &mut current,
+                    Body {
+                        json: head.to_owned(),
+                        events: Vec::new(),
+                    },
+                ));
+            }
+            if !current.events.is_empty() {
+                current.json.push(',');
+            }
+            current.json.push_str(&event);
+            current.events.push(event);
+        }
+        if !current.events.is_empty() {
+            current.json.push_str(tail);
+            bodies.push(current);
+        }
+        bodies
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Nothing waiting.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Events dropped because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Forgets everything pending (the visitor opted out).
+    pub fn clear(&mut self) {
+        self.events.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use beacon_protocol::batch::parse_batch;
+
+    use super::*;
+
+    fn event(i: usize, pad: usize) -> String {
+        format!(
+            r#"{{"site_id":"s","event_type":"e{i}","path":"/{}"}}"#,
+            "x".repeat(pad)
+        )
+    }
+
+    #[test]
+    fn bodies_parse_on_the_server_and_keep_order() {
+        let mut b = Buffer::default();
+        for i in 0..3 {
+            b.push(event(i, 1));
+        }
+        let bodies = b.take_bodies(true);
+        assert_eq!(bodies.len(), 1);
+        let parsed = parse_batch(bodies[0].json.as_bytes()).unwrap();
+        assert!(parsed.cookieless);
+        let types: Vec<_> = parsed
+            .events
+            .into_iter()
+            .map(|e| e.unwrap().event_type)
+            .collect();
+        assert_eq!(types, ["e0", "e1", "e2"]);
+        assert!(b.is_empty());
+        assert!(!parse_batch(b"{\"events\":[]}").unwrap().cookieless);
+    }
+
+    #[test]
+    fn bodies_stay_under_the_beacon_limit() {
+        let mut b = Buffer::default();
+        for i in 0..100 {
+            b.push(event(i, 2000));
+        }
+        let bodies = b.take_bodies(false);
+        assert!(bodies.len() > 1);
+        assert!(bodies.iter().all(|body| body.json.len() <= MAX_BODY_BYTES));
+        let total: usize = bodies
+            .iter()
+            .map(|body| parse_batch(body.json.as_bytes()).unwrap().events.len())
+            .sum();
+        assert_eq!(total, 100);
+    }
+
+    #[test]
+    fn full_buffer_drops_the_oldest_and_requeue_keeps_order() {
+        let mut b = Buffer::default();
+        for i in 0..MAX_BUFFERED + 5 {
+            b.push(event(i, 0));
+        }
+        assert_eq!(b.len(), MAX_BUFFERED);
+        assert_eq!(b.dropped(), 5);
+        let mut small = Buffer::default();
+        small.push(event(1, 0));
+        small.push(event(2, 0));
+        let sent = small.take_bodies(false).remove(0).events;
+        small.push(event(3, 0));
+        small.requeue(sent);
+        let again = small.take_bodies(false).remove(0).events;
+        assert_eq!(again, [event(1, 0), event(2, 0), event(3, 0)]);
+    }
+}

@@ -17,13 +17,16 @@
     catch (e) { dead = true; warn("disabled after an error", e); }
   }
 
+  var settle;
   w.beacon = {
+    // Resolves once the tracker is loaded: true if this visit is tracked.
+    ready: new Promise(function (resolve) { settle = resolve; }),
     track: function (type, props) { call("track", [String(type), props === undefined ? null : props]); },
     pageView: function () { call("page_view"); },
     optOut: function () { call("opt_out"); },
     optIn: function () { call("opt_in"); }
   };
-  if (!script || !script.src) return warn("load me with <script src=…>");
+  if (!script || !script.src) { settle(false); return warn("load me with <script src=…>"); }
 
   var base = script.src.replace(/[?#].*$/, "").replace(/[^/]*$/, "");
   var version = "__BEACON_VERSION__";
@@ -55,6 +58,7 @@
       w.addEventListener("pagehide", function () { call("flush", [true]); });
       var queued = pending; pending = [];
       queued.forEach(function (c) { call(c[0], c[1]); });
+      settle(!!call("tracking"));
     })
-    .catch(function (e) { dead = true; warn("not started", e); });
+    .catch(function (e) { dead = true; warn("not started", e); settle(false); });
 })();

@@ -3,17 +3,22 @@
 //! The queue and `events` are tables keyed by event id. SQLite runs in WAL mode with full
 //! sync, so an acknowledged enqueue survives a crash or power loss, and stats reads run
 //! beside writes. Calls run on the blocking pool, one writer connection and one reader.
-//! Moving a batch is one transaction: insert what is not yet in `events`, delete from the
-//! queue.
+//! Moving a batch is one transaction: insert what is not yet in `events`, add exactly
+//! those events to the rollups, delete from the queue.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use beacon_protocol::{PathCount, Stats, TimeRange};
+use std::collections::{BTreeMap, HashSet};
+
+use beacon_protocol::{Stats, TimeRange};
 use chrono::Utc;
-use rusqlite::{Connection, params, params_from_iter, types::Value as SqlValue};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
+
+use crate::rollup::{self, BucketKey, Piece, Rollup};
+use crate::sketch::Sketch;
 
 use crate::{
     ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, millis,
@@ -44,8 +49,9 @@ impl EmbeddedStore {
                 source,
             })?;
             let path = dir.join(DB_FILE);
-            let writer = connect(&path)?;
+            let mut writer = connect(&path)?;
             create_schema(&writer, &queue)?;
+            backfill_rollups(&mut writer)?;
             let reader = connect(&path)?;
             Ok((writer, reader, path))
         })
@@ -162,22 +168,33 @@ impl EmbeddedStore {
                 rows.into_iter().map(|(_, e)| e).collect::<Result<Vec<_>>>()
             })
             .await?;
-        Ok(ClaimedBatch { token, events })
+        Ok(ClaimedBatch {
+            owner: token.clone(),
+            token,
+            lease_ends: std::time::Instant::now() + self.claim_lease,
+            events,
+        })
     }
 
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         let token = batch.token.clone();
         let claimed = batch.len();
+        let events = batch.events.clone();
         self.with(&self.writer, move |conn, queue| {
             let tx = conn.transaction()?;
-            let inserted = tx.execute(
-                &format!(
+            // RETURNING names the events new to `events`: exactly those count.
+            let inserted: HashSet<String> = tx
+                .prepare_cached(&format!(
                     "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
                      SELECT {EVENT_COLUMNS}, ?2 FROM \"{queue}\" WHERE claim = ?1
-                     ON CONFLICT(event_id) DO NOTHING"
-                ),
-                params![token, millis(Utc::now())],
-            )?;
+                     ON CONFLICT(event_id) DO NOTHING RETURNING event_id"
+                ))?
+                .query_map(params![token, millis(Utc::now())], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let new_events = events
+                .iter()
+                .filter(|e| inserted.contains(&e.event_id.to_string()));
+            add_to_rollups(&tx, rollup::rollups_of(new_events))?;
             let removed = tx.execute(
                 &format!("DELETE FROM \"{queue}\" WHERE claim = ?1"),
                 params![token],
@@ -191,44 +208,66 @@ impl EmbeddedStore {
                 );
             }
             Ok(MoveOutcome {
-                inserted,
-                duplicates: removed - inserted,
+                inserted: inserted.len(),
+                duplicates: removed - inserted.len(),
             })
         })
         .await
     }
 
+    /// Merges the buckets that tile the range, and counts raw events only at its ragged
+    /// ends (under an hour each).
     pub(crate) async fn stats(&self, range: &TimeRange) -> Result<Stats> {
         let range = range.clone();
         self.with(&self.reader, move |conn, _| {
-            let (filter, args) = filter_sql(&range);
-            let tx = conn.transaction()?; // one snapshot for all three answers
-            let count = |sql: &str| -> rusqlite::Result<u64> {
-                tx.query_row(sql, params_from_iter(args.iter()), |r| r.get::<_, i64>(0))
-                    .map(|n| u64::try_from(n).unwrap_or(0))
-            };
-            let total_events = count(&format!("SELECT COUNT(*) FROM events WHERE {filter}"))?;
-            let unique_users = count(&format!(
-                "SELECT COUNT(DISTINCT user_id) FROM events WHERE {filter} AND user_id IS NOT NULL"
-            ))?;
-            let mut stmt = tx.prepare(&format!(
-                "SELECT path, COUNT(*) AS n FROM events WHERE {filter} AND path IS NOT NULL
-                 GROUP BY path ORDER BY n DESC, path ASC LIMIT {}",
-                range.limit
-            ))?;
-            let top_paths = stmt
-                .query_map(params_from_iter(args.iter()), |r| {
-                    Ok(PathCount {
-                        path: r.get(0)?,
-                        count: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Stats {
-                total_events,
-                unique_users,
-                top_paths,
-            })
+            let tx = conn.transaction()?; // one snapshot for every piece
+            let mut total = Rollup::default();
+            let event_type = rollup::bucket_type(&range).to_owned();
+            for piece in rollup::plan(&range) {
+                match piece {
+                    Piece::Buckets { granularity, from, to } => {
+                        let args = params![
+                            range.site_id,
+                            granularity.code(),
+                            event_type,
+                            from.unwrap_or(i64::MIN),
+                            to.unwrap_or(i64::MAX)
+                        ];
+                        let bucket_filter = "site_id = ?1 AND granularity = ?2 AND event_type = ?3
+                                             AND start >= ?4 AND start < ?5";
+                        let mut stmt = tx.prepare_cached(&format!(
+                            "SELECT count, users FROM rollups WHERE {bucket_filter}"
+                        ))?;
+                        let mut rows = stmt.query(args)?;
+                        while let Some(row) = rows.next()? {
+                            total.count += u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+                            total.users.merge(&Sketch::from_bytes(&row.get::<_, Vec<u8>>(1)?)?);
+                        }
+                        let mut stmt = tx.prepare_cached(&format!(
+                            "SELECT path, SUM(count) FROM rollup_paths WHERE {bucket_filter} GROUP BY path"
+                        ))?;
+                        let mut rows = stmt.query(args)?;
+                        while let Some(row) = rows.next()? {
+                            let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
+                            *total.paths.entry(row.get(0)?).or_default() += n;
+                        }
+                    }
+                    Piece::Raw { from, to } => {
+                        let mut stmt = tx.prepare_cached(
+                            "SELECT path, user_id FROM events WHERE site_id = ?1
+                             AND timestamp >= ?2 AND timestamp < ?3
+                             AND (?4 = '' OR event_type = ?4)",
+                        )?;
+                        let rows = stmt
+                            .query_map(params![range.site_id, from, to, event_type], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        rollup::add_raw(&mut total, rows);
+                    }
+                }
+            }
+            Ok(total.into_stats(range.limit))
         })
         .await
     }
@@ -300,8 +339,101 @@ fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
              processed_at INTEGER NOT NULL
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);
-         CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL);"
+         CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS rollups (
+             site_id TEXT NOT NULL,
+             granularity TEXT NOT NULL,
+             event_type TEXT NOT NULL,
+             start INTEGER NOT NULL,
+             count INTEGER NOT NULL,
+             users BLOB NOT NULL,
+             PRIMARY KEY (site_id, granularity, event_type, start)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS rollup_paths (
+             site_id TEXT NOT NULL,
+             granularity TEXT NOT NULL,
+             event_type TEXT NOT NULL,
+             start INTEGER NOT NULL,
+             path TEXT NOT NULL,
+             count INTEGER NOT NULL,
+             PRIMARY KEY (site_id, granularity, event_type, start, path)
+         ) WITHOUT ROWID;"
     ))?;
+    Ok(())
+}
+
+/// Adds each bucket's rollup, inside the move's transaction.
+fn add_to_rollups(tx: &Transaction<'_>, buckets: BTreeMap<BucketKey, Rollup>) -> Result<()> {
+    for (key, delta) in buckets {
+        let pk = params![
+            key.site_id,
+            key.granularity.code(),
+            key.event_type,
+            key.start
+        ];
+        let stored: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached(
+                "SELECT count, users FROM rollups
+                 WHERE site_id = ?1 AND granularity = ?2 AND event_type = ?3 AND start = ?4",
+            )?
+            .query_row(pk, |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (count, mut users) = match stored {
+            Some((count, users)) => (count, Sketch::from_bytes(&users)?),
+            None => (0, Sketch::default()),
+        };
+        users.merge(&delta.users);
+        let count = count.saturating_add(i64::try_from(delta.count).unwrap_or(i64::MAX));
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO rollups (site_id, granularity, event_type, start, count, users)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            key.site_id,
+            key.granularity.code(),
+            key.event_type,
+            key.start,
+            count,
+            users.to_bytes()
+        ])?;
+        let mut add_path = tx.prepare_cached(
+            "INSERT INTO rollup_paths (site_id, granularity, event_type, start, path, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET count = count + excluded.count",
+        )?;
+        for (path, n) in delta.paths {
+            add_path.execute(params![
+                key.site_id,
+                key.granularity.code(),
+                key.event_type,
+                key.start,
+                path,
+                i64::try_from(n).unwrap_or(i64::MAX)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the rollups of a database written before they existed, once, at open.
+fn backfill_rollups(conn: &mut Connection) -> Result<()> {
+    let has_rollups: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM rollups)", [], |r| r.get(0))?;
+    let has_events: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))?;
+    if has_rollups || !has_events {
+        return Ok(());
+    }
+    tracing::info!("building rollups from existing events (once)");
+    let tx = conn.transaction()?;
+    let events = tx
+        .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events"))?
+        .query_map([], |row| Ok(read_event(row, 0)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    add_to_rollups(&tx, rollup::rollups_of(&events))?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -322,22 +454,4 @@ fn read_event(row: &rusqlite::Row<'_>, first: usize) -> Result<QueuedEvent> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
     })
-}
-
-fn filter_sql(range: &TimeRange) -> (String, Vec<SqlValue>) {
-    let mut sql = String::from("site_id = ?");
-    let mut args = vec![SqlValue::Text(range.site_id.clone())];
-    if let Some(from) = range.from {
-        sql.push_str(" AND timestamp >= ?");
-        args.push(SqlValue::Integer(millis(from)));
-    }
-    if let Some(to) = range.to {
-        sql.push_str(" AND timestamp < ?");
-        args.push(SqlValue::Integer(millis(to)));
-    }
-    if let Some(t) = &range.event_type {
-        sql.push_str(" AND event_type = ?");
-        args.push(SqlValue::Text(t.clone()));
-    }
-    (sql, args)
 }

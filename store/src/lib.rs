@@ -18,6 +18,8 @@ mod embedded;
 mod error;
 mod mongo;
 mod record;
+pub mod rollup;
+pub mod sketch;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,16 +1,31 @@
 //! The MongoDB backend.
 //!
 //! The queue is a collection (the seed's `QUEUE_NAME`) keyed by event id. A worker claims
-//! the oldest unclaimed events by stamping them with its token and a lease, then moves
-//! them into `events` (also keyed by event id) and deletes them from the queue. The move
-//! is idempotent, so a worker killed at any point loses nothing: its claim expires, and
-//! the next worker redoes the move, skipping what was already inserted.
+//! a batch: it records the batch (id, owner, lease) in `batches`, then stamps the oldest
+//! unassigned events with the batch id. The batch's membership never changes after that;
+//! if its worker dies, another takes the whole batch over once the lease runs out.
+//!
+//! Moving a batch uses no multi-document transaction, and every step is idempotent:
+//!
+//! 1. insert the events into `events` (keyed by event id), each stamped with the batch;
+//!    an event already there belongs to whichever batch inserted it first;
+//! 2. add the events that belong to this batch to their rollup buckets. Each bucket
+//!    update is one compare-and-set on the bucket document, which also records the
+//!    batch id in `applied`, so a batch is added to a bucket at most once;
+//! 3. delete the batch's events from the queue, and the batch.
+//!
+//! A worker killed anywhere loses nothing and counts nothing twice: the next owner redoes
+//! the steps, and each finds its work done. A worker renews its lease while it works,
+//! and stops as soon as another has taken the batch over. That bounds how long a batch
+//! can still be applied after its last owner's lease, so `applied` entries are dropped
+//! once they are [`APPLIED_RETENTION`] old.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use beacon_protocol::{PathCount, Stats, TimeRange};
+use beacon_protocol::{Stats, TimeRange};
 use chrono::Utc;
 use futures::TryStreamExt;
 use mongodb::bson::spec::BinarySubtype;
@@ -20,6 +35,8 @@ use mongodb::options::{ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use uuid::Uuid;
 
+use crate::rollup::{self, BucketKey, Piece, Rollup};
+use crate::sketch::Sketch;
 use crate::{
     ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, millis,
     new_claim_token,
@@ -27,6 +44,11 @@ use crate::{
 
 const EVENTS: &str = "events";
 const SALTS: &str = "salts";
+const ROLLUPS: &str = "rollups";
+const BATCHES: &str = "batches";
+/// How long a bucket remembers that a batch was added to it: far longer than any lease,
+/// after which no worker can be adding that batch any more.
+pub const APPLIED_RETENTION: Duration = Duration::from_secs(3600);
 const DUPLICATE_KEY: i32 = 11000;
 /// How long an operation waits for a reachable server before the caller gets a 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,6 +59,8 @@ pub struct MongoStore {
     queue: Collection<Document>,
     events: Collection<Document>,
     salts: Collection<Document>,
+    rollups: Collection<Document>,
+    batches: Collection<Document>,
     description: String,
     claim_lease: Duration,
     /// Set once collections and indexes exist. Until then writes are refused, so that no
@@ -70,6 +94,8 @@ impl MongoStore {
             queue: db.collection(&config.queue_name),
             events: db.collection(EVENTS),
             salts: db.collection(SALTS),
+            rollups: db.collection(ROLLUPS),
+            batches: db.collection(BATCHES),
             description: format!(
                 "MongoDB database `{database}` on {} (queue `{}`)",
                 hosts.join(","),
@@ -91,7 +117,13 @@ impl MongoStore {
         let _ddl = DDL.lock().await;
         let db = self.queue.namespace().db;
         let database = self.queue.client().database(&db);
-        for name in [self.queue.name(), self.events.name(), self.salts.name()] {
+        for name in [
+            self.queue.name(),
+            self.events.name(),
+            self.salts.name(),
+            self.rollups.name(),
+            self.batches.name(),
+        ] {
             match database.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if command_code(&e) == Some(NAMESPACE_EXISTS) => {}
@@ -99,8 +131,13 @@ impl MongoStore {
             }
         }
         let indexes = [
-            (&self.queue, doc! { "ingested_at": 1 }),
+            (&self.queue, doc! { "batch": 1, "ingested_at": 1 }),
             (&self.events, doc! { "site_id": 1, "timestamp": 1 }),
+            (
+                &self.rollups,
+                doc! { "site_id": 1, "granularity": 1, "event_type": 1, "start": 1 },
+            ),
+            (&self.batches, doc! { "until": 1 }),
         ];
         for (collection, keys) in indexes {
             collection
@@ -138,10 +175,7 @@ impl MongoStore {
         fresh: [u8; 32],
     ) -> Result<Vec<u8>> {
         self.check_ready()?;
-        let salt = Binary {
-            subtype: BinarySubtype::Generic,
-            bytes: fresh.to_vec(),
-        };
+        let salt = binary(fresh.to_vec());
         let upsert = || {
             self.salts
                 .find_one_and_update(
@@ -154,7 +188,7 @@ impl MongoStore {
         // Two servers may upsert the same new day at once; the loser sees a duplicate key
         // and reads the winner's salt.
         let stored = match upsert().await {
-            Err(e) if command_code(&e) == Some(DUPLICATE_KEY) || only_duplicate_keys(&e) => {
+            Err(e) if command_code(&e) == Some(DUPLICATE_KEY) || is_duplicate_write(&e) => {
                 upsert().await?
             }
             other => other?,
@@ -170,15 +204,55 @@ impl MongoStore {
         Ok(bytes)
     }
 
+    fn lease_end(&self) -> BsonDateTime {
+        chrono::Duration::from_std(self.claim_lease)
+            .map(|lease| bson_time(Utc::now() + lease))
+            .unwrap_or_else(|_| BsonDateTime::now())
+    }
+
+    /// A batch whose worker's lease ran out, taken over whole; else a new batch of the
+    /// oldest unassigned events.
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         self.check_ready()?;
-        let token = new_claim_token();
-        let now = BsonDateTime::now();
-        let unclaimed = doc! { "claimed_until": { "$lt": now } };
+        let owner = new_claim_token();
+        // Measured before the lease is written, so this worker's view ends no later.
+        let lease_ends = Instant::now() + self.claim_lease;
+        while let Some(expired) = self
+            .batches
+            .find_one_and_update(
+                doc! { "until": { "$lt": BsonDateTime::now() } },
+                doc! { "$set": { "owner": &owner, "until": self.lease_end() } },
+            )
+            .await?
+        {
+            let batch = expired
+                .get_str("_id")
+                .map_err(|_| StoreError::Corrupt(format!("batch without id: {expired}")))?
+                .to_owned();
+            let events = self.batch_events(&batch).await?;
+            if !events.is_empty() {
+                tracing::warn!(%batch, events = events.len(), "took over a batch whose worker stopped");
+                return Ok(ClaimedBatch {
+                    token: batch,
+                    owner,
+                    lease_ends,
+                    events,
+                });
+            }
+            // Its worker finished all but forgetting the batch itself.
+            self.batches.delete_one(doc! { "_id": &batch }).await?;
+        }
+
+        let batch = new_claim_token();
+        // The batch is recorded before any event joins it, so that a worker dying in
+        // between leaves a lease behind, not orphaned events.
+        self.batches
+            .insert_one(doc! { "_id": &batch, "owner": &owner, "until": self.lease_end() })
+            .await?;
         let candidates: Vec<Document> = self
             .queue
-            .find(unclaimed.clone())
-            .sort(doc! { "ingested_at": 1 })
+            .find(doc! { "batch": Bson::Null })
+            .sort(doc! { "batch": 1, "ingested_at": 1 })
             .limit(i64::try_from(max).unwrap_or(i64::MAX))
             .projection(doc! { "_id": 1 })
             .await?
@@ -188,47 +262,42 @@ impl MongoStore {
             .into_iter()
             .filter_map(|d| d.get("_id").cloned())
             .collect();
-        if ids.is_empty() {
-            return Ok(ClaimedBatch {
-                token,
-                events: Vec::new(),
-            });
+        if !ids.is_empty() {
+            // Only still-unassigned events join: a racing worker takes the rest.
+            self.queue
+                .update_many(
+                    doc! { "_id": { "$in": ids }, "batch": Bson::Null },
+                    doc! { "$set": { "batch": &batch } },
+                )
+                .await?;
         }
-        let lease_end = chrono::Duration::from_std(self.claim_lease)
-            .map(|lease| bson_time(Utc::now() + lease))
-            .unwrap_or_else(|_| BsonDateTime::now());
-        // Only still-unclaimed events change hands: a racing worker takes the rest.
-        let mut filter = unclaimed;
-        filter.insert("_id", doc! { "$in": ids.clone() });
-        self.queue
-            .update_many(
-                filter,
-                doc! { "$set": { "claim": &token, "claimed_until": lease_end } },
-            )
-            .await?;
-        let mut claimed: Vec<QueuedEvent> = self
+        let events = self.batch_events(&batch).await?;
+        if events.is_empty() {
+            self.batches.delete_one(doc! { "_id": &batch }).await?;
+        }
+        Ok(ClaimedBatch {
+            token: batch,
+            owner,
+            lease_ends,
+            events,
+        })
+    }
+
+    async fn batch_events(&self, batch: &str) -> Result<Vec<QueuedEvent>> {
+        let mut events: Vec<QueuedEvent> = self
             .queue
-            .find(doc! { "_id": { "$in": ids }, "claim": &token })
+            .find(doc! { "batch": batch })
             .await?
             .try_collect::<Vec<Document>>()
             .await?
             .iter()
             .map(from_doc)
             .collect::<Result<_>>()?;
-        claimed.sort_by_key(|e| (e.ingested_at, e.event_id));
-        Ok(ClaimedBatch {
-            token,
-            events: claimed,
-        })
+        events.sort_by_key(|e| (e.ingested_at, e.event_id));
+        Ok(events)
     }
 
-    /// Inserts the batch into `events`, unordered, then deletes it from the queue.
-    ///
-    /// No multi-document transaction: a worker killed inside one leaves it open until the
-    /// server's transaction lifetime runs out (60 s on mongod), stalling every other
-    /// worker that touches those documents. The move is idempotent instead: events are
-    /// keyed by id, so after a crash between the two steps the next claim re-inserts
-    /// them as duplicates, which are skipped, and deletes them.
+    /// The four idempotent steps in the module doc.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         self.check_ready()?;
         let processed_at = BsonDateTime::now();
@@ -237,7 +306,7 @@ impl MongoStore {
             .iter()
             .map(|e| {
                 let mut d = to_queue_doc(e);
-                d.remove("claimed_until");
+                d.insert("batch", &batch.token);
                 d.insert("processed_at", processed_at);
                 d
             })
@@ -247,88 +316,226 @@ impl MongoStore {
             Err(e) if only_duplicate_keys(&e) => duplicate_count(&e),
             Err(e) => return Err(e.into()),
         };
+        let outcome = MoveOutcome {
+            inserted: batch.len() - duplicates,
+            duplicates,
+        };
         let ids: Vec<String> = batch
             .events
             .iter()
             .map(|e| e.event_id.to_string())
             .collect();
-        self.queue
-            .delete_many(doc! { "_id": { "$in": ids } })
-            .await?;
-        Ok(MoveOutcome {
-            inserted: batch.len() - duplicates,
-            duplicates,
-        })
-    }
-
-    pub(crate) async fn stats(&self, range: &TimeRange) -> Result<Stats> {
-        let mut filter = doc! { "site_id": &range.site_id };
-        let mut time = Document::new();
-        if let Some(from) = range.from {
-            time.insert("$gte", bson_time(from));
-        }
-        if let Some(to) = range.to {
-            time.insert("$lt", bson_time(to));
-        }
-        if !time.is_empty() {
-            filter.insert("timestamp", time);
-        }
-        if let Some(t) = &range.event_type {
-            filter.insert("event_type", t);
-        }
-        let count_filter = filter.clone();
-        let total = async { Ok(self.events.count_documents(count_filter).await?) };
-
-        let mut with_user = filter.clone();
-        with_user.insert("user_id", doc! { "$type": "string" });
-        let users = self.count_distinct(with_user, "$user_id");
-
-        let mut with_path = filter;
-        with_path.insert("path", doc! { "$type": "string" });
-        let top = async { Ok(self.top_paths(with_path, range.limit).await?) };
-
-        let (total, users, top_paths) = tokio::try_join!(total, users, top)?;
-        Ok(Stats {
-            total_events: total,
-            unique_users: users,
-            top_paths,
-        })
-    }
-
-    async fn count_distinct(&self, filter: Document, field: &str) -> Result<u64> {
-        let pipeline = [
-            doc! { "$match": filter },
-            doc! { "$group": { "_id": field } },
-            doc! { "$count": "n" },
-        ];
-        let rows: Vec<Document> = self.events.aggregate(pipeline).await?.try_collect().await?;
-        Ok(rows.first().map_or(0, |d| count_field(d, "n")))
-    }
-
-    async fn top_paths(
-        &self,
-        filter: Document,
-        limit: u32,
-    ) -> Result<Vec<PathCount>, mongodb::error::Error> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let pipeline = [
-            doc! { "$match": filter },
-            doc! { "$group": { "_id": "$path", "count": { "$sum": 1 } } },
-            doc! { "$sort": { "count": -1, "_id": 1 } },
-            doc! { "$limit": i64::from(limit) },
-        ];
-        let rows: Vec<Document> = self.events.aggregate(pipeline).await?.try_collect().await?;
-        Ok(rows
+        // Ours are the events this batch inserted, now or in an earlier attempt.
+        let ours: HashSet<String> = self
+            .events
+            .find(doc! { "_id": { "$in": &ids }, "batch": &batch.token })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
             .iter()
-            .filter_map(|d| {
-                Some(PathCount {
-                    path: d.get_str("_id").ok()?.to_owned(),
-                    count: count_field(d, "count"),
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect();
+        let buckets = rollup::rollups_of(
+            batch
+                .events
+                .iter()
+                .filter(|e| ours.contains(&e.event_id.to_string())),
+        );
+        let mut lease_ends = batch.lease_ends;
+        for (key, delta) in buckets {
+            if !self.keep_lease(batch, &mut lease_ends).await?
+                || !self
+                    .add_to_rollup(&key, &delta, &batch.token, lease_ends)
+                    .await?
+            {
+                tracing::warn!(batch = %batch.token, "another worker took the batch over; leaving the rest to it");
+                return Ok(outcome);
+            }
+        }
+        self.queue
+            .delete_many(doc! { "batch": &batch.token })
+            .await?;
+        self.batches
+            .delete_one(doc! { "_id": &batch.token })
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Renews this worker's lease on the batch once half of it is gone. False when
+    /// another worker has taken the batch over.
+    async fn keep_lease(&self, batch: &ClaimedBatch, lease_ends: &mut Instant) -> Result<bool> {
+        let now = Instant::now();
+        if now + self.claim_lease / 2 < *lease_ends {
+            return Ok(true);
+        }
+        let renewed = self
+            .batches
+            .update_one(
+                doc! { "_id": &batch.token, "owner": &batch.owner },
+                doc! { "$set": { "until": self.lease_end() } },
+            )
+            .await?;
+        if renewed.matched_count == 1 {
+            *lease_ends = now + self.claim_lease;
+        }
+        Ok(renewed.matched_count == 1)
+    }
+
+    /// Adds `delta` to a bucket once per batch: a compare-and-set on the bucket's
+    /// version, retried when another worker got there first. False when this worker's
+    /// lease ran out while retrying.
+    async fn add_to_rollup(
+        &self,
+        key: &BucketKey,
+        delta: &Rollup,
+        token: &str,
+        lease_ends: Instant,
+    ) -> Result<bool> {
+        let id = key.id();
+        loop {
+            if Instant::now() >= lease_ends {
+                return Ok(false);
+            }
+            let now = BsonDateTime::now();
+            let Some(stored) = self.rollups.find_one(doc! { "_id": &id }).await? else {
+                let mut paths = Document::new();
+                for (path, n) in &delta.paths {
+                    paths.insert(rollup::path_key(path), count_bson(*n));
+                }
+                let new = doc! {
+                    "_id": &id,
+                    "site_id": &key.site_id,
+                    "granularity": key.granularity.code(),
+                    "event_type": &key.event_type,
+                    "start": key.start,
+                    "count": count_bson(delta.count),
+                    "paths": paths,
+                    "users": binary(delta.users.to_bytes()),
+                    "version": 1_i64,
+                    "applied": { token: now },
+                };
+                match self.rollups.insert_one(new).await {
+                    Ok(_) => return Ok(true),
+                    Err(e) if is_duplicate_write(&e) || command_code(&e) == Some(DUPLICATE_KEY) => {
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let applied = stored.get_document("applied").ok();
+            if applied.is_some_and(|a| a.contains_key(token)) {
+                return Ok(true);
+            }
+            let version = stored.get_i64("version").unwrap_or(0);
+            let mut users = Sketch::from_bytes(
+                stored
+                    .get_binary_generic("users")
+                    .map_or(&[][..], Vec::as_slice),
+            )?;
+            users.merge(&delta.users);
+            let mut inc = doc! { "count": count_bson(delta.count), "version": 1_i64 };
+            for (path, n) in &delta.paths {
+                inc.insert(format!("paths.{}", rollup::path_key(path)), count_bson(*n));
+            }
+            let mut set = doc! { "users": binary(users.to_bytes()) };
+            set.insert(format!("applied.{token}"), now);
+            let mut update = doc! { "$inc": inc, "$set": set };
+            let cutoff = now.timestamp_millis() - APPLIED_RETENTION.as_millis() as i64;
+            let expired: Document = applied
+                .into_iter()
+                .flatten()
+                .filter(|(_, at)| {
+                    at.as_datetime()
+                        .is_some_and(|t| t.timestamp_millis() < cutoff)
                 })
-            })
-            .collect())
+                .map(|(old, _)| (format!("applied.{old}"), Bson::String(String::new())))
+                .collect();
+            if !expired.is_empty() {
+                update.insert("$unset", expired);
+            }
+            let updated = self
+                .rollups
+                .update_one(doc! { "_id": &id, "version": version }, update)
+                .await?;
+            if updated.matched_count == 1 {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Merges the buckets that tile the range, and counts raw events only at its ragged
+    /// ends (under an hour each).
+    pub(crate) async fn stats(&self, range: &TimeRange) -> Result<Stats> {
+        let event_type = rollup::bucket_type(range);
+        let mut total = Rollup::default();
+        for piece in rollup::plan(range) {
+            match piece {
+                Piece::Buckets {
+                    granularity,
+                    from,
+                    to,
+                } => {
+                    let mut start = Document::new();
+                    if let Some(from) = from {
+                        start.insert("$gte", from);
+                    }
+                    if let Some(to) = to {
+                        start.insert("$lt", to);
+                    }
+                    let mut filter = doc! {
+                        "site_id": &range.site_id,
+                        "granularity": granularity.code(),
+                        "event_type": event_type,
+                    };
+                    if !start.is_empty() {
+                        filter.insert("start", start);
+                    }
+                    let mut cursor = self
+                        .rollups
+                        .find(filter)
+                        .projection(doc! { "count": 1, "paths": 1, "users": 1 })
+                        .await?;
+                    while let Some(d) = cursor.try_next().await? {
+                        total.count += count_field(&d, "count");
+                        if let Ok(paths) = d.get_document("paths") {
+                            for (key, n) in paths {
+                                if let Some(path) = rollup::path_from_key(key) {
+                                    *total.paths.entry(path).or_default() += count_of(n);
+                                }
+                            }
+                        }
+                        let users = d.get_binary_generic("users").map_or(&[][..], Vec::as_slice);
+                        total.users.merge(&Sketch::from_bytes(users)?);
+                    }
+                }
+                Piece::Raw { from, to } => {
+                    let mut filter = doc! {
+                        "site_id": &range.site_id,
+                        "timestamp": {
+                            "$gte": BsonDateTime::from_millis(from),
+                            "$lt": BsonDateTime::from_millis(to),
+                        },
+                    };
+                    if !event_type.is_empty() {
+                        filter.insert("event_type", event_type);
+                    }
+                    let rows: Vec<Document> = self
+                        .events
+                        .find(filter)
+                        .projection(doc! { "path": 1, "user_id": 1 })
+                        .await?
+                        .try_collect()
+                        .await?;
+                    let opt = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
+                    rollup::add_raw(
+                        &mut total,
+                        rows.iter().map(|d| (opt(d, "path"), opt(d, "user_id"))),
+                    );
+                }
+            }
+        }
+        Ok(total.into_stats(range.limit))
     }
 
     pub(crate) async fn queue_depth(&self) -> Result<u64> {
@@ -360,11 +567,33 @@ fn bson_time(t: chrono::DateTime<Utc>) -> BsonDateTime {
 }
 
 fn count_field(d: &Document, field: &str) -> u64 {
-    match d.get(field) {
-        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(Bson::Double(n)) => *n as u64,
+    d.get(field).map_or(0, count_of)
+}
+
+fn count_of(value: &Bson) -> u64 {
+    match value {
+        Bson::Int32(n) => u64::try_from(*n).unwrap_or(0),
+        Bson::Int64(n) => u64::try_from(*n).unwrap_or(0),
+        Bson::Double(n) => *n as u64,
         _ => 0,
+    }
+}
+
+fn count_bson(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn binary(bytes: Vec<u8>) -> Binary {
+    Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    }
+}
+
+fn is_duplicate_write(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        _ => false,
     }
 }
 
@@ -406,7 +635,7 @@ fn to_queue_doc(e: &QueuedEvent) -> Document {
         "user_id": e.user_id.as_deref().map_or(Bson::Null, Bson::from),
         "timestamp": bson_time(e.timestamp),
         "ingested_at": bson_time(e.ingested_at),
-        "claimed_until": BsonDateTime::from_millis(0), // unclaimed
+        "batch": Bson::Null, // not in a batch yet
     };
     if let Some(props) = &e.props {
         // A JSON object always converts to a BSON document.

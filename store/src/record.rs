@@ -48,6 +48,10 @@ impl QueuedEvent {
 #[derive(Debug)]
 pub struct ClaimedBatch {
     pub(crate) token: String,
+    /// This worker's claim on the batch (MongoDB: the batch's `owner`).
+    pub(crate) owner: String,
+    /// When this worker's lease on the batch ends.
+    pub(crate) lease_ends: std::time::Instant,
     /// The events, oldest first.
     pub events: Vec<QueuedEvent>,
 }

@@ -317,7 +317,39 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
             limit: Some(0),
             ..StatsQuery::new("a")
         },
-    ];
+    ]
+    .into_iter()
+    // Random ranges with ragged ends: raw events, hour buckets and day buckets together.
+    .chain((0..20).map(|_| {
+        let instant = |rng: &mut StdRng| {
+            let t = start + TimeDelta::minutes(rng.random_range(-600..60 * 24 * 31));
+            DateBound::parse(&t.to_rfc3339()).ok()
+        };
+        let from = instant(&mut rng);
+        let to = from.and_then(|f| {
+            let DateBound::Instant(f) = f else {
+                return None;
+            };
+            let t = f + TimeDelta::minutes(rng.random_range(1..60 * 24 * 12));
+            DateBound::parse(&t.to_rfc3339()).ok()
+        });
+        StatsQuery {
+            from: if rng.random_range(0..5) == 0 {
+                None
+            } else {
+                from
+            },
+            to: if rng.random_range(0..5) == 0 {
+                None
+            } else {
+                to
+            },
+            event_type: (rng.random_range(0..2) == 0).then(|| types[rng.random_range(0..3)].into()),
+            limit: Some(rng.random_range(0..30)),
+            ..StatsQuery::new(["a", "b"][rng.random_range(0..2)])
+        }
+    }))
+    .collect();
     let mut answers_by_backend = Vec::new();
     for b in TestBackend::all() {
         let store = open(&b).await;
@@ -334,6 +366,98 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
         answers_by_backend.push(answers);
     }
     assert!(answers_by_backend.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test]
+async fn unique_users_on_a_large_site_are_within_one_percent() {
+    let now = Utc::now();
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        // Past the sketch's exact limit, over several hours and days.
+        let users = 5_000;
+        let events: Vec<QueuedEvent> = (0..8_000)
+            .map(|i| {
+                let user = format!("visitor-{}", i % users);
+                event(
+                    "big",
+                    "/",
+                    Some(&user),
+                    now - TimeDelta::minutes(i as i64 % 4_000),
+                )
+            })
+            .collect();
+        for chunk in events.chunks(1_000) {
+            store.enqueue(chunk.to_vec()).await.unwrap();
+        }
+        drain(&store).await;
+        let got = all_stats(&store, "big").await;
+        assert_eq!(got.total_events, 8_000, "{}", b.name);
+        let error = (got.unique_users as f64 - users as f64).abs() / users as f64;
+        assert!(
+            error <= 0.01,
+            "{}: {} users estimated, {:.2}% off",
+            b.name,
+            got.unique_users,
+            error * 100.0
+        );
+    }
+}
+
+/// MongoDB moves a batch in several idempotent steps, without a transaction. Cut the
+/// connection at different moments of a move (the worker "crashes" mid-batch), then let
+/// a fresh worker take over: events and rollups must come out exactly once.
+#[tokio::test]
+async fn a_move_cut_off_midway_is_finished_exactly_once_by_the_next_worker() {
+    for cut_ms in [20u64, 600, 1200, 2000] {
+        let Some((b, proxy)) = beacon_testkit::mongo_behind_proxy().await else {
+            return;
+        };
+        let crashed = open(&b).await;
+        let mut rng = StdRng::seed_from_u64(cut_ms);
+        let start = Utc::now() - TimeDelta::days(6);
+        let events: Vec<QueuedEvent> = (0..150)
+            .map(|_| {
+                let user = format!("u{}", rng.random_range(0..40));
+                let path = format!("/p{}", rng.random_range(0..6));
+                let at = start + TimeDelta::minutes(rng.random_range(0..60 * 24 * 5));
+                event("cut", &path, Some(&user), at)
+            })
+            .collect();
+        crashed.enqueue(events.clone()).await.unwrap();
+        let batch = crashed.claim(500).await.unwrap();
+        assert_eq!(batch.len(), events.len());
+        let moving = tokio::spawn(async move { crashed.move_batch(&batch).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(cut_ms)).await;
+        proxy.go_down();
+        let outcome = moving.await.unwrap(); // failed midway, or finished before the cut
+        eprintln!(
+            "cut at {cut_ms} ms: first move {}",
+            if outcome.is_ok() {
+                "finished"
+            } else {
+                "cut off"
+            }
+        );
+        proxy.come_up();
+
+        let next = open(&b).await;
+        tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
+        drain(&next).await;
+        assert_eq!(next.queue_depth().await.unwrap(), 0, "cut at {cut_ms} ms");
+        assert_eq!(next.event_ids("cut").await.unwrap().len(), events.len());
+        let day = start.date_naive() + TimeDelta::days(2);
+        for q in [
+            StatsQuery::new("cut"),
+            StatsQuery {
+                from: DateBound::parse(&day.to_string()).ok(),
+                to: DateBound::parse(&(start + TimeDelta::hours(80)).to_rfc3339()).ok(),
+                ..StatsQuery::new("cut")
+            },
+        ] {
+            let got = next.stats(&q.resolve().unwrap()).await.unwrap();
+            assert_eq!(got, brute_force(&events, &q), "cut at {cut_ms} ms: {q:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -123,5 +123,21 @@ async fn killed_and_concurrent_workers_store_every_accepted_event_exactly_once()
             backend.name
         );
         assert_eq!(stats.unique_users, 13, "{}", backend.name);
+        // Path counts come from the rollups: each event added exactly once.
+        let mut expected: Vec<(String, u64)> = (0..7)
+            .map(|p| {
+                (
+                    format!("/{p}"),
+                    (0..1500).filter(|i| i % 7 == p).count() as u64,
+                )
+            })
+            .collect();
+        expected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let got: Vec<(String, u64)> = stats
+            .top_paths
+            .iter()
+            .map(|p| (p.path.clone(), p.count))
+            .collect();
+        assert_eq!(got, expected, "{}", backend.name);
     }
 }

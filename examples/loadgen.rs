@@ -5,6 +5,8 @@
 //!     --mode single --connections 64 --duration 10 [--rate 12000]
 //! cargo run --release --example loadgen -- --mode batch --batch 100 --connections 8
 //! cargo run --release --example loadgen -- --mode freshness --probes 50
+//! cargo run --release --example loadgen -- --mode seed --events 10000000 --days 30
+//! cargo run --release --example loadgen -- --mode stats --requests 2000
 //! ```
 //! `--rate` caps requests per second across all connections; without it each connection
 //! sends as fast as answers come back. A progress line is printed every second.
@@ -25,6 +27,12 @@ enum Mode {
     /// Freshness: post one event to a new site and time until `/stats` counts it,
     /// `--probes` times, one after another.
     Freshness,
+    /// Seeding: `--events` events spread evenly over the last `--days` days, oldest
+    /// first, in batches of 1,000 on `--connections`; then waits for the worker.
+    Seed,
+    /// `/stats` latency: `--requests` sequential queries each for all time and for the
+    /// last 7 days.
+    Stats,
 }
 
 #[derive(Debug, Parser)]
@@ -60,6 +68,22 @@ struct Args {
     /// Probes in freshness mode.
     #[arg(long, default_value_t = 50)]
     probes: usize,
+    /// Events to write in seed mode.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Days the seeded events span, ending now.
+    #[arg(long, default_value_t = 30)]
+    days: u64,
+    /// Distinct users in seed mode.
+    #[arg(long, default_value_t = 200_000)]
+    users: u64,
+    /// Seed mode: pause sending while the server's queue holds more than this many
+    /// events, so a slow worker is not buried (default: never pause).
+    #[arg(long)]
+    max_queue: Option<u64>,
+    /// Queries per kind in stats mode.
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
 }
 
 #[derive(Default)]
@@ -90,7 +114,7 @@ fn body(args: &Args, n: u64) -> Vec<u8> {
         })
     };
     match args.mode {
-        Mode::Single | Mode::Freshness => serde_json::to_vec(&event(n)),
+        Mode::Single | Mode::Freshness | Mode::Seed | Mode::Stats => serde_json::to_vec(&event(n)),
         Mode::Batch => serde_json::to_vec(
             &(0..args.batch as u64)
                 .map(|i| event(n + i))
@@ -159,6 +183,161 @@ async fn freshness(args: &Args, http: &reqwest::Client) {
     }
 }
 
+/// Seed mode: history, oldest first, as fast as the server takes it.
+async fn seed(args: &Args, http: &reqwest::Client) {
+    const BATCH: u64 = 1000;
+    let total_events = args.events;
+    let base = args.url.trim_end_matches('/').to_owned();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let span_ms = (args.days * 24 * 3600 * 1000) as i64;
+    let next = Arc::new(AtomicU64::new(0));
+    let queued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let max_queue = args.max_queue.unwrap_or(u64::MAX);
+    let senders: Vec<_> = (0..args.connections)
+        .map(|_| {
+            let (next, http, base) = (Arc::clone(&next), http.clone(), base.clone());
+            let queued = Arc::clone(&queued);
+            let (total, users, paths, site) =
+                (args.events, args.users, args.paths as u64, args.site.clone());
+            tokio::spawn(async move {
+                loop {
+                    while queued.load(Ordering::Relaxed) > max_queue {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                    if first >= total {
+                        return;
+                    }
+                    let batch: Vec<_> = (first..(first + BATCH).min(total))
+                        .map(|i| {
+                            let at = now_ms - span_ms + (i as i128 * span_ms as i128 / total as i128) as i64;
+                            serde_json::json!({
+                                "site_id": site,
+                                "event_type": if i.is_multiple_of(5) { "click" } else { "page_view" },
+                                "path": format!("/page/{}", (i * 7919) % paths),
+                                "user_id": format!("user{}", (i * 104_729) % users),
+                                "timestamp": at,
+                                "event_id": uuid::Uuid::now_v7(),
+                            })
+                        })
+                        .collect();
+                    loop {
+                        let sent = http.post(format!("{base}/events")).json(&batch).send().await;
+                        if sent.is_ok_and(|r| r.status().is_success()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let progress = {
+        let (http, base, queued) = (http.clone(), base.clone(), Arc::clone(&queued));
+        tokio::spawn(async move {
+            let mut ticks = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(depth) = queue_depth(&http, &base).await {
+                    queued.store(depth, Ordering::Relaxed);
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    eprintln!(
+                        "  {:>5.0}s  {} events sent, {} queued",
+                        started.elapsed().as_secs_f64(),
+                        next.load(Ordering::Relaxed).min(total_events),
+                        queued.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        })
+    };
+    for s in senders {
+        let _ = s.await;
+    }
+    progress.abort();
+    let sent_secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} events in {sent_secs:.0} s ({:.0} events/s accepted)",
+        args.events,
+        args.events as f64 / sent_secs
+    );
+    loop {
+        let depth = queue_depth(http, &base).await;
+        if depth == Some(0) {
+            break;
+        }
+        eprintln!(
+            "  {:>5.0}s  queue depth {depth:?}",
+            started.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "all processed after {secs:.0} s ({:.0} events/s end to end)",
+        args.events as f64 / secs
+    );
+    if args.result_line {
+        println!(
+            "RESULT seeded={} accepted_eps={:.0} processed_eps={:.0}",
+            args.events,
+            args.events as f64 / sent_secs,
+            args.events as f64 / secs
+        );
+    }
+}
+
+async fn queue_depth(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let health = http.get(format!("{base}/health")).send().await.ok()?;
+    health.json::<serde_json::Value>().await.ok()?["queue_depth"].as_u64()
+}
+
+/// Stats mode: one client, queries back to back.
+async fn stats_latency(args: &Args, http: &reqwest::Client) {
+    let base = args.url.trim_end_matches('/');
+    let week_ago = (chrono::Utc::now() - chrono::Duration::days(7)).format("%Y-%m-%d");
+    let kinds = [
+        ("all time", format!("{base}/stats?site_id={}", args.site)),
+        (
+            "last 7 days",
+            format!("{base}/stats?site_id={}&from={week_ago}", args.site),
+        ),
+    ];
+    let mut line = String::from("RESULT");
+    for (i, (name, url)) in kinds.iter().enumerate() {
+        let mut histogram = new_histogram();
+        let mut total = 0;
+        for _ in 0..args.requests {
+            let start = Instant::now();
+            let body = match http.get(url).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            let _ = histogram.record(start.elapsed().as_micros().max(1) as u64);
+            total = body.and_then(|b| b["total_events"].as_u64()).unwrap_or(0);
+        }
+        let ms = |q: f64| quantile_ms(&histogram, q);
+        println!(
+            "/stats {name} ({total} events): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms over {} queries",
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
+            args.requests
+        );
+        line.push_str(&format!(
+            " q{i}_events={total} q{i}_p50={:.2} q{i}_p99={:.2}",
+            ms(0.5),
+            ms(0.99)
+        ));
+    }
+    if args.result_line {
+        println!("{line}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
@@ -169,12 +348,14 @@ async fn main() {
         .expect("HTTP client");
     let url = match args.mode {
         Mode::Freshness => return freshness(&args, &http).await,
+        Mode::Seed => return seed(&args, &http).await,
+        Mode::Stats => return stats_latency(&args, &http).await,
         Mode::Single => format!("{}/event", args.url.trim_end_matches('/')),
         Mode::Batch => format!("{}/events", args.url.trim_end_matches('/')),
     };
     let events_per_request = match args.mode {
         Mode::Batch => args.batch as u64,
-        Mode::Single | Mode::Freshness => 1,
+        Mode::Single | Mode::Freshness | Mode::Seed | Mode::Stats => 1,
     };
     let totals = Arc::new(Totals::default());
     let started = Instant::now();

@@ -47,7 +47,8 @@
         };
       });
       w.addEventListener("popstate", function () { call("navigated"); });
-      if (script.hasAttribute("data-hash-routing")) {
+      var hashRouting = script.getAttribute("data-hash-routing");
+      if (hashRouting !== null && !/^\s*(false|0|no|off)\s*$/.test(hashRouting)) {
         w.addEventListener("hashchange", function () { call("navigated"); });
       }
       d.addEventListener("click", function (e) { call("click", [e.target]); }, true);

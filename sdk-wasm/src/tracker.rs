@@ -4,7 +4,7 @@
 //! Nothing here may panic or throw: every browser call that can fail is handled, and a
 //! failure costs at most the events in hand.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use beacon_protocol::ValidationError;
@@ -38,7 +38,6 @@ pub struct Tracker {
     blocked_at_start: Option<Blocked>,
     buffer: RefCell<Buffer>,
     last_path: RefCell<Option<String>>,
-    sent_bodies: Cell<u32>,
 }
 
 impl Tracker {
@@ -64,7 +63,6 @@ impl Tracker {
             blocked_at_start,
             buffer: RefCell::new(Buffer::default()),
             last_path: RefCell::new(None),
-            sent_bodies: Cell::new(0),
         })
     }
 
@@ -75,11 +73,6 @@ impl Tracker {
             return Some(Blocked::OptedOut);
         }
         self.blocked_at_start
-    }
-
-    /// The settings in force.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The path as this site routes: the pathname, plus the hash when hash-routed.
@@ -222,8 +215,6 @@ impl Tracker {
         }
         let bodies = self.buffer.borrow_mut().take_bodies(self.config.cookieless);
         for body in bodies {
-            self.sent_bodies
-                .set(self.sent_bodies.get().saturating_add(1));
             if closing && self.send_beacon(&body.json) {
                 continue;
             }
@@ -291,11 +282,6 @@ impl Tracker {
     /// Events waiting to be sent.
     pub fn pending(&self) -> usize {
         self.buffer.borrow().len()
-    }
-
-    /// Request bodies handed to the browser so far.
-    pub fn sent_bodies(&self) -> u32 {
-        self.sent_bodies.get()
     }
 
     /// The anonymous user id, if this page has one.

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use beacon_protocol::{Stats, TimeRange};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
-use crate::rollup::{self, BucketKey, Piece, Rollup};
+use crate::rollup::{self, BucketKey, Counted, Piece, Rollup};
 use crate::sketch::Sketch;
 
 use crate::{
@@ -26,6 +26,8 @@ use crate::{
 };
 
 const DB_FILE: &str = "beacon.db";
+/// An inserted event's rollup fields: site, type, path, user, timestamp.
+type CountedRow = (String, String, Option<String>, Option<String>, i64);
 const EVENT_COLUMNS: &str =
     "event_id, site_id, event_type, path, user_id, timestamp, ingested_at, props";
 
@@ -179,22 +181,32 @@ impl EmbeddedStore {
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         let token = batch.token.clone();
         let claimed = batch.len();
-        let events = batch.events.clone();
         self.with(&self.writer, move |conn, queue| {
             let tx = conn.transaction()?;
-            // RETURNING names the events new to `events`: exactly those count.
-            let inserted: HashSet<String> = tx
+            // RETURNING gives the events new to `events`: exactly those count.
+            let inserted: Vec<CountedRow> = tx
                 .prepare_cached(&format!(
                     "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
                      SELECT {EVENT_COLUMNS}, ?2 FROM \"{queue}\" WHERE claim = ?1
-                     ON CONFLICT(event_id) DO NOTHING RETURNING event_id"
+                     ON CONFLICT(event_id) DO NOTHING
+                     RETURNING site_id, event_type, path, user_id, timestamp"
                 ))?
-                .query_map(params![token, millis(Utc::now())], |r| r.get(0))?
+                .query_map(params![token, millis(Utc::now())], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
-            let new_events = events
-                .iter()
-                .filter(|e| inserted.contains(&e.event_id.to_string()));
-            add_to_rollups(&tx, rollup::rollups_of(new_events))?;
+            add_to_rollups(
+                &tx,
+                rollup::rollups_of(inserted.iter().map(
+                    |(site_id, event_type, path, user_id, timestamp)| Counted {
+                        site_id,
+                        event_type,
+                        path: path.as_deref(),
+                        user_id: user_id.as_deref(),
+                        timestamp: *timestamp,
+                    },
+                )),
+            )?;
             let removed = tx.execute(
                 &format!("DELETE FROM \"{queue}\" WHERE claim = ?1"),
                 params![token],
@@ -432,7 +444,7 @@ fn backfill_rollups(conn: &mut Connection) -> Result<()> {
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-    add_to_rollups(&tx, rollup::rollups_of(&events))?;
+    add_to_rollups(&tx, rollup::rollups_of(events.iter().map(Counted::from)))?;
     tx.commit()?;
     Ok(())
 }

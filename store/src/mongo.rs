@@ -340,7 +340,8 @@ impl MongoStore {
             batch
                 .events
                 .iter()
-                .filter(|e| ours.contains(&e.event_id.to_string())),
+                .filter(|e| ours.contains(&e.event_id.to_string()))
+                .map(rollup::Counted::from),
         );
         let mut lease_ends = batch.lease_ends;
         for (key, delta) in buckets {

@@ -119,27 +119,50 @@ impl Rollup {
     }
 }
 
+/// What a rollup needs of an event, borrowed from wherever the event is.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    /// The site.
+    pub site_id: &'a str,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The path, if any.
+    pub path: Option<&'a str>,
+    /// The user, if any.
+    pub user_id: Option<&'a str>,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+}
+
+impl<'a> From<&'a QueuedEvent> for Counted<'a> {
+    fn from(e: &'a QueuedEvent) -> Self {
+        Self {
+            site_id: &e.site_id,
+            event_type: &e.event_type,
+            path: e.path.as_deref(),
+            user_id: e.user_id.as_deref(),
+            timestamp: millis(e.timestamp),
+        }
+    }
+}
+
 /// The buckets a batch's events add to: four per event (its hour and day, each for its
 /// type and for all types).
 pub fn rollups_of<'a>(
-    events: impl IntoIterator<Item = &'a QueuedEvent>,
+    events: impl IntoIterator<Item = Counted<'a>>,
 ) -> BTreeMap<BucketKey, Rollup> {
     let mut buckets: BTreeMap<BucketKey, Rollup> = BTreeMap::new();
     for e in events {
-        let t = millis(e.timestamp);
         for granularity in [Granularity::Hour, Granularity::Day] {
-            let start = t - t.rem_euclid(granularity.width());
-            for event_type in [e.event_type.as_str(), ""] {
+            let start = e.timestamp - e.timestamp.rem_euclid(granularity.width());
+            for event_type in [e.event_type, ""] {
                 let key = BucketKey {
-                    site_id: e.site_id.clone(),
+                    site_id: e.site_id.to_owned(),
                     granularity,
                     start,
                     event_type: event_type.to_owned(),
                 };
-                buckets
-                    .entry(key)
-                    .or_default()
-                    .add(e.path.as_deref(), e.user_id.as_deref());
+                buckets.entry(key).or_default().add(e.path, e.user_id);
             }
         }
     }

@@ -188,9 +188,7 @@ impl MongoStore {
         // Two servers may upsert the same new day at once; the loser sees a duplicate key
         // and reads the winner's salt.
         let stored = match upsert().await {
-            Err(e) if command_code(&e) == Some(DUPLICATE_KEY) || is_duplicate_write(&e) => {
-                upsert().await?
-            }
+            Err(e) if is_duplicate_key(&e) => upsert().await?,
             other => other?,
         };
         let bytes = stored
@@ -418,7 +416,7 @@ impl MongoStore {
                 };
                 match self.rollups.insert_one(new).await {
                     Ok(_) => return Ok(true),
-                    Err(e) if is_duplicate_write(&e) || command_code(&e) == Some(DUPLICATE_KEY) => {
+                    Err(e) if is_duplicate_key(&e) => {
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -591,10 +589,11 @@ fn binary(bytes: Vec<u8>) -> Binary {
     }
 }
 
-fn is_duplicate_write(e: &mongodb::error::Error) -> bool {
+/// A single write (or upsert) that lost a race to insert the same `_id`.
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     match &*e.kind {
         ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        _ => false,
+        _ => command_code(e) == Some(DUPLICATE_KEY),
     }
 }
 

@@ -1,10 +1,14 @@
 //! Group commit: concurrent requests share one write to the queue.
 //!
-//! Handlers hand their events to a few writer tasks. A writer takes whatever requests are
-//! waiting (up to [`MAX_GROUP_EVENTS`]), writes them to the store in one call, and only
-//! then answers each request. Nothing waits artificially: a lone request is written at
-//! once, and under load the groups grow by themselves, which turns thousands of small
-//! writes per second into a few large ones.
+//! On MongoDB, handlers hand their events to a few writer tasks. A writer takes whatever
+//! requests are waiting (up to [`MAX_GROUP_EVENTS`]), writes them to the store in one
+//! call, and only then answers each request. Nothing waits artificially: a lone request
+//! is written at once, and under load the groups grow by themselves, which turns
+//! thousands of small writes per second into a few large ones.
+//!
+//! The embedded store groups the same way on its own writer thread, which owns SQLite's
+//! one write connection, so requests go straight to it: a hop through a task here would
+//! only add a thread wake-up per group.
 
 use beacon_store::{QueuedEvent, Store};
 use std::sync::Arc;
@@ -14,29 +18,37 @@ use crate::error::{ApiError, with_timeout};
 
 /// Most events written in one store call.
 pub const MAX_GROUP_EVENTS: usize = 5000;
+/// Concurrent writes to MongoDB, which takes them well.
+const WRITERS: usize = 4;
+
+/// A request's events, and where to say they are queued.
 #[derive(Debug)]
-struct Job {
+pub struct Job {
     events: Vec<QueuedEvent>,
     done: oneshot::Sender<Result<(), ()>>,
 }
 
 /// The handle handlers submit events through. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Ingest {
-    jobs: mpsc::Sender<Job>,
+pub enum Ingest {
+    /// Through the writer tasks (MongoDB).
+    Grouped(mpsc::Sender<Job>),
+    /// Straight to a store that groups writes itself (embedded).
+    Direct(Store),
 }
 
 impl Ingest {
-    /// Starts the writers: several for MongoDB, which takes concurrent writes well, and
-    /// one for the embedded store, whose writes are serialized anyway.
+    /// Starts the writer tasks for MongoDB; the embedded store needs none.
     pub fn start(store: Store) -> Self {
-        let writers = if store.is_shared() { 4 } else { 1 };
+        if !store.is_shared() {
+            return Self::Direct(store);
+        }
         let (jobs, inbox) = mpsc::channel(4096);
         let inbox = Arc::new(Mutex::new(inbox));
-        for _ in 0..writers {
+        for _ in 0..WRITERS {
             tokio::spawn(write_groups(store.clone(), Arc::clone(&inbox)));
         }
-        Self { jobs }
+        Self::Grouped(jobs)
     }
 
     /// Queues `events` durably, sharing the write with concurrent requests. Returns once
@@ -45,9 +57,14 @@ impl Ingest {
         if events.is_empty() {
             return Ok(());
         }
+        let jobs = match self {
+            Self::Grouped(jobs) => jobs,
+            Self::Direct(store) => {
+                return with_timeout(store.enqueue(events)).await;
+            }
+        };
         let (done, wait) = oneshot::channel();
-        self.jobs
-            .send(Job { events, done })
+        jobs.send(Job { events, done })
             .await
             .map_err(|_| ApiError::Unavailable)?;
         match wait.await {

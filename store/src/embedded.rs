@@ -2,20 +2,26 @@
 //!
 //! The queue and `events` are tables keyed by event id. SQLite runs in WAL mode with full
 //! sync, so an acknowledged enqueue survives a crash or power loss, and stats reads run
-//! beside writes. Calls run on the blocking pool, one writer connection and one reader.
-//! Moving a batch is one transaction: insert what is not yet in `events`, add exactly
-//! those events to the rollups, delete from the queue.
+//! beside writes. Writes run on one writer thread (`writer`), which also commits
+//! concurrent enqueues together; reads run on the blocking pool with a second connection.
+//! A claim is a range of queue rows, held in memory. Moving a batch is one transaction:
+//! insert what is not yet in `events`, add exactly those events to the rollups, delete
+//! the range from the queue.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use beacon_protocol::{Stats, TimeRange};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
+
+mod writer;
+
+use writer::Writer;
 
 use crate::rollup::{self, BucketKey, Counted, Piece, Rollup};
 use crate::sketch::Sketch;
@@ -31,11 +37,21 @@ type CountedRow = (String, String, Option<String>, Option<String>, i64);
 const EVENT_COLUMNS: &str =
     "event_id, site_id, event_type, path, user_id, timestamp, ingested_at, props";
 
+/// A worker's claim: queue rows `first..=last` (by `seq`), until its lease ends.
+#[derive(Debug)]
+struct RangeClaim {
+    first: i64,
+    last: i64,
+    until: Instant,
+}
+
 /// A SQLite database in a data directory.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: Writer,
     reader: Arc<Mutex<Connection>>,
+    /// Live claims by token.
+    claims: Arc<Mutex<HashMap<String, RangeClaim>>>,
     path: PathBuf,
     queue: String,
     claim_lease: Duration,
@@ -60,8 +76,9 @@ impl EmbeddedStore {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Writer::start(writer, config.queue_name.clone(), insert_queued)?,
             reader: Arc::new(Mutex::new(reader)),
+            claims: Arc::default(),
             path,
             queue: config.queue_name.clone(),
             claim_lease: config.claim_lease,
@@ -76,13 +93,21 @@ impl EmbeddedStore {
         )
     }
 
-    /// Runs `f` with a connection on the blocking pool.
-    async fn with<T: Send + 'static>(
+    /// Runs `f` on the writer thread.
+    async fn write<T: Send + 'static>(
         &self,
-        connection: &Arc<Mutex<Connection>>,
         f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let connection = Arc::clone(connection);
+        let queue = self.queue.clone();
+        self.writer.run(move |conn| f(conn, &queue)).await
+    }
+
+    /// Runs `f` with the read connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = Arc::clone(&self.reader);
         let queue = self.queue.clone();
         tokio::task::spawn_blocking(move || {
             // A poisoned lock means a panic mid-call; SQLite rolled the transaction back,
@@ -95,31 +120,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
-        self.with(&self.writer, move |conn, queue| {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(&format!(
-                    "INSERT INTO \"{queue}\" ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT(event_id) DO NOTHING"
-                ))?;
-                for e in &events {
-                    insert.execute(params![
-                        e.event_id.to_string(),
-                        e.site_id,
-                        e.event_type,
-                        e.path,
-                        e.user_id,
-                        millis(e.timestamp),
-                        millis(e.ingested_at),
-                        e.props.as_ref().map(serde_json::to_string).transpose()
-                            .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.writer.enqueue(events).await
     }
 
     pub(crate) async fn daily_salt(
@@ -129,7 +130,7 @@ impl EmbeddedStore {
         fresh: [u8; 32],
     ) -> Result<Vec<u8>> {
         let (day, oldest_kept) = (day.to_owned(), oldest_kept.to_owned());
-        self.with(&self.writer, move |conn, _| {
+        self.write(move |conn, _| {
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO salts (day, salt) VALUES (?1, ?2) ON CONFLICT(day) DO NOTHING",
@@ -146,27 +147,55 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Claims the oldest unclaimed events: a range of queue rows above every live
+    /// claim, or a live claim whose lease ran out, taken over whole. Claims live in
+    /// memory: one process owns the file, and after a restart every queued event is
+    /// unclaimed again, which is safe because moving is idempotent. Claiming is then a
+    /// read, and costs the writer nothing.
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         let token = new_claim_token();
-        let lease = i64::try_from(self.claim_lease.as_millis()).unwrap_or(i64::MAX);
+        let claims = Arc::clone(&self.claims);
+        let lease = self.claim_lease;
         let claim_token = token.clone();
         let events = self
-            .with(&self.writer, move |conn, queue| {
-                let now = millis(Utc::now());
+            .read(move |conn, queue| {
+                // Held while reading, so that two claims cannot pick the same rows.
+                let mut claims = claims.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
                 let mut stmt = conn.prepare_cached(&format!(
-                    "UPDATE \"{queue}\" SET claim = ?1, claimed_until = ?2
-                     WHERE seq IN (SELECT seq FROM \"{queue}\" WHERE claimed_until < ?3
-                                   ORDER BY seq LIMIT ?4)
-                     RETURNING seq, {EVENT_COLUMNS}"
+                    "SELECT seq, {EVENT_COLUMNS} FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+                     ORDER BY seq LIMIT ?3"
                 ))?;
-                let limit = i64::try_from(max).unwrap_or(i64::MAX);
-                let mut rows = stmt
-                    .query_map(
-                        params![claim_token, now.saturating_add(lease), now, limit],
-                        |row| Ok((row.get::<_, i64>(0)?, read_event(row, 1))),
-                    )?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.sort_by_key(|(seq, _)| *seq);
+                let rows = loop {
+                    let expired = claims.iter().find(|(_, c)| c.until <= now);
+                    let expired = expired.map(|(token, _)| token.clone());
+                    let taken_over = expired.and_then(|token| claims.remove(&token));
+                    let (first, last, limit) = match &taken_over {
+                        Some(old) => (old.first, old.last, i64::MAX),
+                        None => {
+                            let above = claims.values().map(|c| c.last).max().unwrap_or(0);
+                            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+                            (above.saturating_add(1), i64::MAX, limit)
+                        }
+                    };
+                    let rows = stmt
+                        .query_map(params![first, last, limit], |row| {
+                            Ok((row.get::<_, i64>(0)?, read_event(row, 1)))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    // An expired claim whose rows are all moved is just dropped.
+                    if !(rows.is_empty() && taken_over.is_some()) {
+                        break rows;
+                    }
+                };
+                if let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) {
+                    let claim = RangeClaim {
+                        first: *first,
+                        last: *last,
+                        until: now + lease,
+                    };
+                    claims.insert(claim_token, claim);
+                }
                 rows.into_iter().map(|(_, e)| e).collect::<Result<Vec<_>>>()
             })
             .await?;
@@ -178,20 +207,31 @@ impl EmbeddedStore {
         })
     }
 
+    /// Moves a claimed range in one transaction. A batch whose claim is gone (moved
+    /// already, or taken over by another worker after its lease) has nothing to do.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         let token = batch.token.clone();
         let claimed = batch.len();
-        self.with(&self.writer, move |conn, queue| {
+        let claims = Arc::clone(&self.claims);
+        self.write(move |conn, queue| {
+            let range = claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&token)
+                .map(|c| (c.first, c.last));
+            let Some((first, last)) = range else {
+                return Ok(MoveOutcome::default());
+            };
             let tx = conn.transaction()?;
             // RETURNING gives the events new to `events`: exactly those count.
             let inserted: Vec<CountedRow> = tx
                 .prepare_cached(&format!(
                     "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
-                     SELECT {EVENT_COLUMNS}, ?2 FROM \"{queue}\" WHERE claim = ?1
+                     SELECT {EVENT_COLUMNS}, ?3 FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2
                      ON CONFLICT(event_id) DO NOTHING
                      RETURNING site_id, event_type, path, user_id, timestamp"
                 ))?
-                .query_map(params![token, millis(Utc::now())], |r| {
+                .query_map(params![first, last, millis(Utc::now())], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -208,20 +248,20 @@ impl EmbeddedStore {
                 )),
             )?;
             let removed = tx.execute(
-                &format!("DELETE FROM \"{queue}\" WHERE claim = ?1"),
-                params![token],
+                &format!("DELETE FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2"),
+                params![first, last],
             )?;
             tx.commit()?;
+            claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&token);
             if removed < claimed {
-                tracing::warn!(
-                    claimed,
-                    removed,
-                    "part of the batch was re-claimed by another worker after its lease ran out"
-                );
+                tracing::warn!(claimed, removed, "part of the batch had already been moved");
             }
             Ok(MoveOutcome {
                 inserted: inserted.len(),
-                duplicates: removed - inserted.len(),
+                duplicates: removed.saturating_sub(inserted.len()),
             })
         })
         .await
@@ -231,7 +271,7 @@ impl EmbeddedStore {
     /// ends (under an hour each).
     pub(crate) async fn stats(&self, range: &TimeRange) -> Result<Stats> {
         let range = range.clone();
-        self.with(&self.reader, move |conn, _| {
+        self.read(move |conn, _| {
             let tx = conn.transaction()?; // one snapshot for every piece
             let mut total = Rollup::default();
             let event_type = rollup::bucket_type(&range).to_owned();
@@ -285,7 +325,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn queue_depth(&self) -> Result<u64> {
-        self.with(&self.reader, |conn, queue| {
+        self.read(|conn, queue| {
             let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM \"{queue}\""), [], |r| {
                 r.get(0)
             })?;
@@ -296,7 +336,7 @@ impl EmbeddedStore {
 
     pub(crate) async fn event_ids(&self, site_id: &str) -> Result<Vec<Uuid>> {
         let site_id = site_id.to_owned();
-        self.with(&self.reader, move |conn, _| {
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare("SELECT event_id FROM events WHERE site_id = ?1")?;
             let ids = stmt
                 .query_map([site_id], |r| r.get::<_, String>(0))?
@@ -309,6 +349,42 @@ impl EmbeddedStore {
         })
         .await
     }
+}
+
+/// Writes queued events in one transaction; the writer thread's group commit.
+fn insert_queued(
+    conn: &mut Connection,
+    queue: &str,
+    events: &mut dyn Iterator<Item = &QueuedEvent>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(&format!(
+            // OR IGNORE: databases from before keep a unique index on `event_id`.
+            "INSERT OR IGNORE INTO \"{queue}\" ({EVENT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))?;
+        for e in events {
+            let props = e
+                .props
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?;
+            insert.execute(params![
+                e.event_id.to_string(),
+                e.site_id,
+                e.event_type,
+                e.path,
+                e.user_id,
+                millis(e.timestamp),
+                millis(e.ingested_at),
+                props,
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn connect(path: &Path) -> Result<Connection> {
@@ -327,18 +403,19 @@ fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS \"{queue}\" (
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
-             event_id TEXT NOT NULL UNIQUE,
+             event_id TEXT NOT NULL,
              site_id TEXT NOT NULL,
              event_type TEXT NOT NULL,
              path TEXT,
              user_id TEXT,
              timestamp INTEGER NOT NULL,
              ingested_at INTEGER NOT NULL,
-             props TEXT,
-             claim TEXT,
-             claimed_until INTEGER NOT NULL DEFAULT 0
+             props TEXT
          );
-         CREATE INDEX IF NOT EXISTS \"{queue}_claim\" ON \"{queue}\" (claim);
+         -- No unique index on event_id: a copy sent twice is dropped when moved, as
+         -- `events` is keyed by it. Claims are kept in memory; databases from before
+         -- keep two unused columns, but not the index that every enqueue paid for.
+         DROP INDEX IF EXISTS \"{queue}_claim\";
          CREATE TABLE IF NOT EXISTS events (
              event_id TEXT PRIMARY KEY,
              site_id TEXT NOT NULL,

@@ -128,8 +128,9 @@ impl Store {
         }
     }
 
-    /// Durably queues events. Returns once the database acknowledged the write; an event
-    /// whose id is already queued is acknowledged without a second copy.
+    /// Durably queues events. Returns once the database acknowledged the write. An event
+    /// sent twice is stored and counted once, whether the copy arrives while the first
+    /// is queued or after it moved: `events` is keyed by event id.
     /// Takes the events by value: the embedded backend hands them to a blocking thread.
     pub async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
         if events.is_empty() {

@@ -1,0 +1,163 @@
+//! The embedded store's writer thread. It owns the one connection that writes, so
+//! SQLite's single writer never waits on a lock, and it commits concurrent enqueues
+//! together: one transaction and one fsync for a whole group. Other writes (moves,
+//! salts) run between groups.
+//!
+//! A group is whatever is waiting when the writer becomes free. Under concurrency (the
+//! last group had several requests) it also waits [`GATHER`] for more: on 2 cores that
+//! turns groups of 5 into groups of 30 and raised single-event throughput by a quarter,
+//! for 0.3 ms of latency. A lone request never waits.
+//!
+//! A dedicated thread rather than the blocking pool: under load the thread finds the
+//! next group already waiting and never parks, where a pool task per write costs a
+//! thread wake-up each time.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::{QueuedEvent, Result, StoreError};
+
+/// Most events committed in one group.
+const MAX_GROUP_EVENTS: usize = 5000;
+/// How long a group waits for more requests while several arrive at once.
+const GATHER: Duration = Duration::from_micros(300);
+
+type Work = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Job {
+    Enqueue {
+        events: Vec<QueuedEvent>,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Run(Work),
+}
+
+/// The handle to the writer thread. Cheap to clone; the thread ends, closing the
+/// connection, once every handle is dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Writes `events` to the queue table in one transaction.
+pub(super) type InsertEvents =
+    fn(&mut Connection, &str, &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()>;
+
+impl Writer {
+    /// Starts the thread; `insert` writes a group into the queue table `queue`.
+    pub(super) fn start(conn: Connection, queue: String, insert: InsertEvents) -> Result<Self> {
+        let (jobs, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("beacon-sqlite-writer".to_owned())
+            .spawn(move || serve(conn, &queue, insert, &inbox))
+            .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Queues `events`, committed together with whatever else is waiting.
+    pub(super) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.send(Job::Enqueue { events, done })?;
+        wait.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on the writer's connection.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (done, wait) = oneshot::channel();
+        self.send(Job::Run(Box::new(move |conn| {
+            let _ = done.send(f(conn));
+        })))?;
+        wait.await.map_err(|_| stopped())?
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Task("the SQLite writer thread stopped".to_owned())
+}
+
+fn serve(mut conn: Connection, queue: &str, insert: InsertEvents, inbox: &mpsc::Receiver<Job>) {
+    let mut next = None;
+    let mut concurrent = false;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match inbox.recv() {
+                Ok(job) => job,
+                Err(_) => return, // every handle dropped: the store is closed
+            },
+        };
+        match job {
+            Job::Run(work) => guarded(|| work(&mut conn)),
+            Job::Enqueue { events, done } => {
+                let mut count = events.len();
+                let mut group = vec![(events, done)];
+                let gather_until =
+                    Instant::now() + if concurrent { GATHER } else { Duration::ZERO };
+                while count < MAX_GROUP_EVENTS {
+                    match receive_until(inbox, gather_until) {
+                        Some(Job::Enqueue { events, done }) => {
+                            count += events.len();
+                            group.push((events, done));
+                        }
+                        Some(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                concurrent = group.len() > 1;
+                guarded(|| commit_group(&mut conn, queue, insert, group));
+            }
+        }
+    }
+}
+
+/// The next job if one arrives by `deadline` (or is already waiting).
+fn receive_until(inbox: &mpsc::Receiver<Job>, deadline: Instant) -> Option<Job> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(wait) if !wait.is_zero() => inbox.recv_timeout(wait).ok(),
+        _ => inbox.try_recv().ok(),
+    }
+}
+
+/// Commits a group at once; if that fails, each request alone, so that each gets its
+/// own answer and one bad request cannot fail the others.
+fn commit_group(
+    conn: &mut Connection,
+    queue: &str,
+    insert: InsertEvents,
+    group: Vec<(Vec<QueuedEvent>, oneshot::Sender<Result<()>>)>,
+) {
+    if group.len() > 1 {
+        let mut all = group.iter().flat_map(|(events, _)| events);
+        if insert(conn, queue, &mut all).is_ok() {
+            for (_, done) in group {
+                let _ = done.send(Ok(()));
+            }
+            return;
+        }
+    }
+    for (events, done) in group {
+        let _ = done.send(insert(conn, queue, &mut events.iter()));
+    }
+}
+
+/// A panic drops the job's answer channel (its caller gets an error) and rolls back its
+/// transaction; the thread carries on with the next job.
+fn guarded(f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        tracing::error!("an embedded-store write panicked; its transaction was rolled back");
+    }
+}

@@ -1,12 +1,15 @@
-//! The embedded backend: one SQLite file in `DATA_DIR`.
+//! The embedded backend: two SQLite files in `DATA_DIR`.
 //!
-//! The queue and `events` are tables keyed by event id. SQLite runs in WAL mode with full
-//! sync, so an acknowledged enqueue survives a crash or power loss, and stats reads run
-//! beside writes. Writes run on one writer thread (`writer`), which also commits
-//! concurrent enqueues together; reads run on the blocking pool with a second connection.
-//! A claim is a range of queue rows, held in memory. Moving a batch is one transaction:
-//! insert what is not yet in `events`, add exactly those events to the rollups, delete
-//! the range from the queue.
+//! `queue.db` holds the queue; `beacon.db` holds `events` (keyed by event id), the
+//! rollups and the salts. SQLite runs in WAL mode with full sync, so an acknowledged
+//! enqueue survives a crash or power loss, and stats reads run beside writes. Each file
+//! has its own writer thread (`writer`), so enqueues never wait on the worker's moves,
+//! and the queue's thread commits concurrent enqueues together. Reads run on the
+//! blocking pool with a third connection, which sees the queue as `q`.
+//!
+//! A claim is a range of queue rows, held in memory. Moving a batch is one transaction
+//! in `beacon.db` (insert what is not yet in `events`, add exactly those events to the
+//! rollups), then deleting the range from the queue.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,7 +34,10 @@ use crate::{
     new_claim_token,
 };
 
+/// `events`, the rollups and the salts.
 const DB_FILE: &str = "beacon.db";
+/// The queue, in a file of its own so that enqueues never wait on the worker's writes.
+const QUEUE_FILE: &str = "queue.db";
 /// An inserted event's rollup fields: site, type, path, user, timestamp.
 type CountedRow = (String, String, Option<String>, Option<String>, i64);
 const EVENT_COLUMNS: &str =
@@ -48,7 +54,11 @@ struct RangeClaim {
 /// A SQLite database in a data directory.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
+    /// Writes `beacon.db`: moves and salts.
     writer: Writer,
+    /// Writes `queue.db`: enqueues, and deleting moved rows.
+    queue_writer: Writer,
+    /// Reads `beacon.db`, with `queue.db` attached as `q`.
     reader: Arc<Mutex<Connection>>,
     /// Live claims by token.
     claims: Arc<Mutex<HashMap<String, RangeClaim>>>,
@@ -61,22 +71,36 @@ impl EmbeddedStore {
     pub(crate) async fn open(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
         let dir = data_dir.to_owned();
         let queue = config.queue_name.clone();
-        let (writer, reader, path) = tokio::task::spawn_blocking(move || -> Result<_> {
-            std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-            let path = dir.join(DB_FILE);
-            let mut writer = connect(&path)?;
-            create_schema(&writer, &queue)?;
-            backfill_rollups(&mut writer)?;
-            let reader = connect(&path)?;
-            Ok((writer, reader, path))
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        let (writer, queue_writer, reader, path) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                let queue_path = dir.join(QUEUE_FILE);
+                let queue_writer = connect(&queue_path)?;
+                create_queue_table(&queue_writer, &queue)?;
+                let path = dir.join(DB_FILE);
+                let mut writer = connect(&path)?;
+                create_schema(&writer)?;
+                attach_queue(&writer, &queue_path)?;
+                move_old_queue(&mut writer, &queue)?;
+                backfill_rollups(&mut writer)?;
+                let reader = connect(&path)?;
+                attach_queue(&reader, &queue_path)?;
+                Ok((writer, queue_writer, reader, path))
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let queue = &config.queue_name;
         Ok(Self {
-            writer: Writer::start(writer, config.queue_name.clone(), insert_queued)?,
+            writer: Writer::start("beacon-events", writer, queue.clone(), insert_queued)?,
+            queue_writer: Writer::start(
+                "beacon-queue",
+                queue_writer,
+                queue.clone(),
+                insert_queued,
+            )?,
             reader: Arc::new(Mutex::new(reader)),
             claims: Arc::default(),
             path,
@@ -93,7 +117,7 @@ impl EmbeddedStore {
         )
     }
 
-    /// Runs `f` on the writer thread.
+    /// Runs `f` on `beacon.db`'s writer thread.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
@@ -120,7 +144,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
-        self.writer.enqueue(events).await
+        self.queue_writer.enqueue(events).await
     }
 
     pub(crate) async fn daily_salt(
@@ -163,7 +187,7 @@ impl EmbeddedStore {
                 let mut claims = claims.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT seq, {EVENT_COLUMNS} FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+                    "SELECT seq, {EVENT_COLUMNS} FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
                      ORDER BY seq LIMIT ?3"
                 ))?;
                 let rows = loop {
@@ -207,64 +231,72 @@ impl EmbeddedStore {
         })
     }
 
-    /// Moves a claimed range in one transaction. A batch whose claim is gone (moved
-    /// already, or taken over by another worker after its lease) has nothing to do.
+    /// Moves a claimed range: one transaction in `beacon.db` inserts the events new to
+    /// `events` and adds exactly those to the rollups; then the range is deleted from
+    /// `queue.db`. A crash between the two leaves the rows queued, and moving them again
+    /// inserts and counts nothing. A batch whose claim is gone (moved already, or taken
+    /// over by another worker after its lease) has nothing to do.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
-        let token = batch.token.clone();
         let claimed = batch.len();
-        let claims = Arc::clone(&self.claims);
-        self.write(move |conn, queue| {
-            let range = claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&token)
-                .map(|c| (c.first, c.last));
-            let Some((first, last)) = range else {
-                return Ok(MoveOutcome::default());
-            };
-            let tx = conn.transaction()?;
-            // RETURNING gives the events new to `events`: exactly those count.
-            let inserted: Vec<CountedRow> = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
-                     SELECT {EVENT_COLUMNS}, ?3 FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2
-                     ON CONFLICT(event_id) DO NOTHING
-                     RETURNING site_id, event_type, path, user_id, timestamp"
-                ))?
-                .query_map(params![first, last, millis(Utc::now())], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            add_to_rollups(
-                &tx,
-                rollup::rollups_of(inserted.iter().map(
-                    |(site_id, event_type, path, user_id, timestamp)| Counted {
-                        site_id,
-                        event_type,
-                        path: path.as_deref(),
-                        user_id: user_id.as_deref(),
-                        timestamp: *timestamp,
-                    },
-                )),
-            )?;
-            let removed = tx.execute(
-                &format!("DELETE FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2"),
-                params![first, last],
-            )?;
-            tx.commit()?;
-            claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&token);
-            if removed < claimed {
-                tracing::warn!(claimed, removed, "part of the batch had already been moved");
-            }
-            Ok(MoveOutcome {
-                inserted: inserted.len(),
-                duplicates: removed.saturating_sub(inserted.len()),
+        let range = self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&batch.token)
+            .map(|c| (c.first, c.last));
+        let Some((first, last)) = range else {
+            return Ok(MoveOutcome::default());
+        };
+        let inserted = self
+            .write(move |conn, queue| {
+                let tx = conn.transaction()?;
+                // RETURNING gives the events new to `events`: exactly those count.
+                let inserted: Vec<CountedRow> = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
+                         SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+                         ON CONFLICT(event_id) DO NOTHING
+                         RETURNING site_id, event_type, path, user_id, timestamp"
+                    ))?
+                    .query_map(params![first, last, millis(Utc::now())], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                add_to_rollups(
+                    &tx,
+                    rollup::rollups_of(inserted.iter().map(
+                        |(site_id, event_type, path, user_id, timestamp)| Counted {
+                            site_id,
+                            event_type,
+                            path: path.as_deref(),
+                            user_id: user_id.as_deref(),
+                            timestamp: *timestamp,
+                        },
+                    )),
+                )?;
+                tx.commit()?;
+                Ok(inserted.len())
             })
+            .await?;
+        let queue = self.queue.clone();
+        let removed = self
+            .queue_writer
+            .run(move |conn| {
+                let sql = format!("DELETE FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2");
+                Ok(conn.prepare_cached(&sql)?.execute(params![first, last])?)
+            })
+            .await?;
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&batch.token);
+        if removed < claimed {
+            tracing::warn!(claimed, removed, "part of the batch had already been moved");
+        }
+        Ok(MoveOutcome {
+            inserted,
+            duplicates: removed.saturating_sub(inserted),
         })
-        .await
     }
 
     /// Merges the buckets that tile the range, and counts raw events only at its ragged
@@ -326,9 +358,10 @@ impl EmbeddedStore {
 
     pub(crate) async fn queue_depth(&self) -> Result<u64> {
         self.read(|conn, queue| {
-            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM \"{queue}\""), [], |r| {
-                r.get(0)
-            })?;
+            let n: i64 =
+                conn.query_row(&format!("SELECT COUNT(*) FROM q.\"{queue}\""), [], |r| {
+                    r.get(0)
+                })?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
@@ -351,7 +384,7 @@ impl EmbeddedStore {
     }
 }
 
-/// Writes queued events in one transaction; the writer thread's group commit.
+/// Writes queued events in one transaction: the queue writer's group commit.
 fn insert_queued(
     conn: &mut Connection,
     queue: &str,
@@ -360,8 +393,7 @@ fn insert_queued(
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(&format!(
-            // OR IGNORE: databases from before keep a unique index on `event_id`.
-            "INSERT OR IGNORE INTO \"{queue}\" ({EVENT_COLUMNS})
+            "INSERT INTO \"{queue}\" ({EVENT_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
         ))?;
         for e in events {
@@ -399,7 +431,9 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
+/// The queue, in `queue.db`. No unique index on `event_id`: a copy sent twice is
+/// dropped when moved, as `events` is keyed by it. Claims are kept in memory.
+fn create_queue_table(conn: &Connection, queue: &str) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS \"{queue}\" (
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -411,12 +445,46 @@ fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
              timestamp INTEGER NOT NULL,
              ingested_at INTEGER NOT NULL,
              props TEXT
-         );
-         -- No unique index on event_id: a copy sent twice is dropped when moved, as
-         -- `events` is keyed by it. Claims are kept in memory; databases from before
-         -- keep two unused columns, but not the index that every enqueue paid for.
-         DROP INDEX IF EXISTS \"{queue}_claim\";
-         CREATE TABLE IF NOT EXISTS events (
+         );"
+    ))?;
+    Ok(())
+}
+
+/// Makes `queue.db` readable as `q` from a `beacon.db` connection.
+fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
+    conn.execute("ATTACH DATABASE ?1 AS q", [queue_path.to_string_lossy()])?;
+    conn.execute_batch("PRAGMA q.synchronous = FULL;")?;
+    Ok(())
+}
+
+/// Databases from before `queue.db` kept the queue in `beacon.db`: its rows move over
+/// once, at open. Copy, commit, then drop: a crash in between leaves a second copy of
+/// some rows in the queue, which moving drops.
+fn move_old_queue(conn: &mut Connection, queue: &str) -> Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?1)",
+        [queue],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    tracing::info!("moving the queue from {DB_FILE} to {QUEUE_FILE} (once)");
+    conn.execute(
+        &format!(
+            "INSERT INTO q.\"{queue}\" ({EVENT_COLUMNS})
+             SELECT {EVENT_COLUMNS} FROM main.\"{queue}\" ORDER BY seq"
+        ),
+        [],
+    )?;
+    conn.execute_batch(&format!("DROP TABLE main.\"{queue}\";"))?;
+    Ok(())
+}
+
+/// `events`, the salts and the rollups, in `beacon.db`.
+fn create_schema(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS events (
              event_id TEXT PRIMARY KEY,
              site_id TEXT NOT NULL,
              event_type TEXT NOT NULL,
@@ -446,8 +514,8 @@ fn create_schema(conn: &Connection, queue: &str) -> Result<()> {
              path TEXT NOT NULL,
              count INTEGER NOT NULL,
              PRIMARY KEY (site_id, granularity, event_type, start, path)
-         ) WITHOUT ROWID;"
-    ))?;
+         ) WITHOUT ROWID;",
+    )?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //!   share one database; claims with leases spread batches across workers, and a batch
 //!   moves idempotently, without a multi-document transaction that a killed worker could
 //!   leave open.
-//! - `embedded`: one SQLite file in a data directory, for running on a single machine
+//! - `embedded`: SQLite files in a data directory, for running on a single machine
 //!   without a database server. Each batch moves in one SQLite transaction.
 //! - [`QueuedEvent`], [`ClaimedBatch`], [`MoveOutcome`]: the records that cross the API.
 //!

@@ -479,3 +479,37 @@ async fn embedded_data_survives_reopening() {
     assert_eq!(drain(&store).await, 1);
     assert_eq!(all_stats(&store, "s1").await.total_events, 2);
 }
+
+#[tokio::test]
+async fn an_embedded_queue_from_before_queue_db_is_moved_over_and_drained() {
+    let b = TestBackend::embedded();
+    let dir = b.data_dir().unwrap();
+    let e = event("s1", "/old", Some("u1"), Utc::now());
+    {
+        // The layout of earlier releases: the queue inside beacon.db, with claim columns.
+        let conn = rusqlite::Connection::open(dir.join("beacon.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events_queue (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+                 site_id TEXT NOT NULL, event_type TEXT NOT NULL, path TEXT, user_id TEXT,
+                 timestamp INTEGER NOT NULL, ingested_at INTEGER NOT NULL, props TEXT,
+                 claim TEXT, claimed_until INTEGER NOT NULL DEFAULT 0)",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO events_queue (event_id, site_id, event_type, path, user_id,
+                                       timestamp, ingested_at, claim, claimed_until)
+             VALUES (?1, 's1', 'page_view', '/old', 'u1', ?2, ?2, 'a-dead-worker', 1)",
+            rusqlite::params![e.event_id.to_string(), e.timestamp.timestamp_millis()],
+        )
+        .unwrap();
+    }
+    let store = open(&b).await;
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    assert_eq!(drain(&store).await, 1);
+    assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
+    drop(store);
+    let store = open(&b).await; // moved over once, not again
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert_eq!(all_stats(&store, "s1").await.total_events, 1);
+}

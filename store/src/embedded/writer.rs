@@ -1,7 +1,7 @@
-//! The embedded store's writer thread. It owns the one connection that writes, so
-//! SQLite's single writer never waits on a lock, and it commits concurrent enqueues
-//! together: one transaction and one fsync for a whole group. Other writes (moves,
-//! salts) run between groups.
+//! The embedded store's writer threads, one per database file. Each owns the one
+//! connection that writes its file, so SQLite's single writer never waits on a lock.
+//! The queue's thread commits concurrent enqueues together: one transaction and one
+//! fsync for a whole group. Other writes (deleting moved rows) run between groups.
 //!
 //! A group is whatever is waiting when the writer becomes free. Under concurrency (the
 //! last group had several requests) it also waits [`GATHER`] for more: on 2 cores that
@@ -48,11 +48,17 @@ pub(super) type InsertEvents =
     fn(&mut Connection, &str, &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()>;
 
 impl Writer {
-    /// Starts the thread; `insert` writes a group into the queue table `queue`.
-    pub(super) fn start(conn: Connection, queue: String, insert: InsertEvents) -> Result<Self> {
+    /// Starts a thread called `name` to own `conn`; `insert` writes a group of
+    /// enqueued events into the table `queue`.
+    pub(super) fn start(
+        name: &str,
+        conn: Connection,
+        queue: String,
+        insert: InsertEvents,
+    ) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel();
         std::thread::Builder::new()
-            .name("beacon-sqlite-writer".to_owned())
+            .name(name.to_owned())
             .spawn(move || serve(conn, &queue, insert, &inbox))
             .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { jobs })

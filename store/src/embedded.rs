@@ -11,7 +11,7 @@
 //! in `beacon.db` (insert what is not yet in `events`, add exactly those events to the
 //! rollups), then deleting the range from the queue.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,8 +62,9 @@ pub struct EmbeddedStore {
     reader: Arc<Mutex<Connection>>,
     /// Live claims by token.
     claims: Arc<Mutex<HashMap<String, RangeClaim>>>,
-    path: PathBuf,
-    queue: String,
+    // Shared, not copied: the server clones the store for every request.
+    path: Arc<Path>,
+    queue: Arc<str>,
     claim_lease: Duration,
 }
 
@@ -103,8 +104,8 @@ impl EmbeddedStore {
             )?,
             reader: Arc::new(Mutex::new(reader)),
             claims: Arc::default(),
-            path,
-            queue: config.queue_name.clone(),
+            path: path.into(),
+            queue: config.queue_name.as_str().into(),
             claim_lease: config.claim_lease,
         })
     }

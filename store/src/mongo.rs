@@ -61,7 +61,7 @@ pub struct MongoStore {
     salts: Collection<Document>,
     rollups: Collection<Document>,
     batches: Collection<Document>,
-    description: String,
+    description: Arc<str>,
     claim_lease: Duration,
     /// Set once collections and indexes exist. Until then writes are refused, so that no
     /// insert creates a collection implicitly while another client runs `createIndexes`
@@ -100,14 +100,15 @@ impl MongoStore {
                 "MongoDB database `{database}` on {} (queue `{}`)",
                 hosts.join(","),
                 config.queue_name
-            ),
+            )
+            .into(),
             claim_lease: config.claim_lease,
             ready: Arc::new(AtomicBool::new(false)),
         })
     }
 
     pub(crate) fn describe(&self) -> String {
-        self.description.clone()
+        self.description.to_string()
     }
 
     pub(crate) async fn ensure_ready(&self) -> Result<()> {

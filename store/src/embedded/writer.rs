@@ -14,7 +14,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -108,10 +108,13 @@ fn serve(mut conn: Connection, queue: &str, insert: InsertEvents, inbox: &mpsc::
             Job::Enqueue { events, done } => {
                 let mut count = events.len();
                 let mut group = vec![(events, done)];
-                let gather_until =
-                    Instant::now() + if concurrent { GATHER } else { Duration::ZERO };
+                if concurrent {
+                    // Asleep rather than waiting on the channel: senders then need not
+                    // wake the thread once per request.
+                    std::thread::sleep(GATHER);
+                }
                 while count < MAX_GROUP_EVENTS {
-                    match receive_until(inbox, gather_until) {
+                    match inbox.try_recv().ok() {
                         Some(Job::Enqueue { events, done }) => {
                             count += events.len();
                             group.push((events, done));
@@ -127,14 +130,6 @@ fn serve(mut conn: Connection, queue: &str, insert: InsertEvents, inbox: &mpsc::
                 guarded(|| commit_group(&mut conn, queue, insert, group));
             }
         }
-    }
-}
-
-/// The next job if one arrives by `deadline` (or is already waiting).
-fn receive_until(inbox: &mpsc::Receiver<Job>, deadline: Instant) -> Option<Job> {
-    match deadline.checked_duration_since(Instant::now()) {
-        Some(wait) if !wait.is_zero() => inbox.recv_timeout(wait).ok(),
-        _ => inbox.try_recv().ok(),
     }
 }
 

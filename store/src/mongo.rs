@@ -1,9 +1,13 @@
 //! The MongoDB backend.
 //!
-//! The queue is a collection (the seed's `QUEUE_NAME`) keyed by event id. A worker claims
-//! a batch: it records the batch (id, owner, lease) in `batches`, then stamps the oldest
-//! unassigned events with the batch id. The batch's membership never changes after that;
-//! if its worker dies, another takes the whole batch over once the lease runs out.
+//! The queue is a collection (the seed's `QUEUE_NAME`) keyed by event id. Events arrive
+//! in batches: each group commit records a batch (id, holder, lease) in `batches`,
+//! writes its events stamped with the batch id, then releases the batch. A worker claims
+//! the oldest released batches, joins them into one up to `BATCH_SIZE` events, and holds
+//! it under a lease. Claiming therefore reads only the small `batches` collection, never
+//! searches the queue, however deep it is. If a holder dies, another worker takes its
+//! batch over whole once the lease runs out. (Events queued by earlier releases carry no
+//! batch; they are claimed the old way, the oldest first.)
 //!
 //! Moving a batch uses no multi-document transaction, and every step is idempotent:
 //!
@@ -50,6 +54,8 @@ const BATCHES: &str = "batches";
 /// after which no worker can be adding that batch any more.
 pub const APPLIED_RETENTION: Duration = Duration::from_secs(3600);
 const DUPLICATE_KEY: i32 = 11000;
+/// The owner of a batch whose events are still being written.
+const ENQUEUER: &str = "enqueuer";
 /// How long an operation waits for a reachable server before the caller gets a 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -159,14 +165,46 @@ impl MongoStore {
         }
     }
 
+    /// Queues `events` as one ready batch. The batch is recorded first, held by this
+    /// writer under a lease, so that no worker takes it half written; once the events
+    /// are in it is released. A writer that dies in between leaves a lease that runs
+    /// out, after which a worker takes over whatever was written.
     pub(crate) async fn enqueue(&self, events: &[QueuedEvent]) -> Result<()> {
         self.check_ready()?;
-        let docs: Vec<Document> = events.iter().map(to_queue_doc).collect();
+        let batch = new_claim_token();
+        self.batches
+            .insert_one(doc! {
+                "_id": &batch,
+                "owner": ENQUEUER,
+                "until": self.lease_end(),
+                "events": count_bson(events.len() as u64),
+            })
+            .await?;
+        let docs: Vec<Document> = events
+            .iter()
+            .map(|e| {
+                let mut d = to_queue_doc(e);
+                d.insert("batch", &batch);
+                d
+            })
+            .collect();
         match self.queue.insert_many(docs).ordered(false).await {
-            Ok(_) => Ok(()),
-            Err(e) if only_duplicate_keys(&e) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(e) if only_duplicate_keys(&e) => {}
+            Err(e) => return Err(e.into()),
         }
+        // The events are durable now: a failed release only delays them to the lease's end.
+        if let Err(e) = self
+            .batches
+            .update_one(
+                doc! { "_id": &batch, "owner": ENQUEUER },
+                doc! { "$set": { "owner": "", "until": released() } },
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "queued events wait for their lease to end: releasing the batch failed");
+        }
+        Ok(())
     }
 
     pub(crate) async fn daily_salt(
@@ -209,8 +247,9 @@ impl MongoStore {
             .unwrap_or_else(|_| BsonDateTime::now())
     }
 
-    /// A batch whose worker's lease ran out, taken over whole; else a new batch of the
-    /// oldest unassigned events.
+    /// A batch whose holder's lease ran out, taken over whole; else the oldest released
+    /// batches, up to `max` events, joined into one; else (for events queued by earlier
+    /// releases, which left them unassigned) a new batch of the oldest unassigned events.
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         self.check_ready()?;
         let owner = new_claim_token();
@@ -219,18 +258,15 @@ impl MongoStore {
         while let Some(expired) = self
             .batches
             .find_one_and_update(
-                doc! { "until": { "$lt": BsonDateTime::now() } },
+                doc! { "until": { "$gt": released(), "$lt": BsonDateTime::now() } },
                 doc! { "$set": { "owner": &owner, "until": self.lease_end() } },
             )
             .await?
         {
-            let batch = expired
-                .get_str("_id")
-                .map_err(|_| StoreError::Corrupt(format!("batch without id: {expired}")))?
-                .to_owned();
+            let batch = batch_id(&expired)?;
             let events = self.batch_events(&batch).await?;
             if !events.is_empty() {
-                tracing::warn!(%batch, events = events.len(), "took over a batch whose worker stopped");
+                tracing::warn!(%batch, events = events.len(), "took over a batch whose worker or writer stopped");
                 return Ok(ClaimedBatch {
                     token: batch,
                     owner,
@@ -241,7 +277,98 @@ impl MongoStore {
             // Its worker finished all but forgetting the batch itself.
             self.batches.delete_one(doc! { "_id": &batch }).await?;
         }
+        if let Some(claimed) = self.claim_released(max, &owner, lease_ends).await? {
+            return Ok(claimed);
+        }
+        self.claim_unassigned(max, owner, lease_ends).await
+    }
 
+    /// Takes the oldest released batches, as many as fit in `max` events (at least one),
+    /// and joins them into the first. Only released batches are joined: no worker has
+    /// ever held them, so none can be moving them with the old membership.
+    async fn claim_released(
+        &self,
+        max: usize,
+        owner: &str,
+        lease_ends: Instant,
+    ) -> Result<Option<ClaimedBatch>> {
+        let candidates: Vec<Document> = self
+            .batches
+            .find(doc! { "until": released() })
+            .sort(doc! { "_id": 1 })
+            .limit(i64::try_from(max).unwrap_or(i64::MAX))
+            .projection(doc! { "_id": 1, "events": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let mut chosen = Vec::new();
+        let mut total = 0_u64;
+        for c in &candidates {
+            let events = u64::try_from(c.get_i64("events").unwrap_or(1)).unwrap_or(1);
+            if !chosen.is_empty() && total + events > max as u64 {
+                break;
+            }
+            total += events;
+            chosen.push(batch_id(c)?);
+        }
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        // Only batches still released join: a racing worker takes the rest.
+        self.batches
+            .update_many(
+                doc! { "_id": { "$in": &chosen }, "until": released() },
+                doc! { "$set": { "owner": owner, "until": self.lease_end() } },
+            )
+            .await?;
+        let mut ours: Vec<String> = self
+            .batches
+            .find(doc! { "_id": { "$in": &chosen }, "owner": owner })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .map(batch_id)
+            .collect::<Result<_>>()?;
+        ours.sort();
+        let Some((batch, joined)) = ours.split_first() else {
+            return Ok(None); // all taken by other workers; the next poll tries again
+        };
+        if !joined.is_empty() {
+            if Instant::now() >= lease_ends {
+                return Ok(None); // too slow: the lease runs out and another worker takes them
+            }
+            self.queue
+                .update_many(
+                    doc! { "batch": { "$in": joined } },
+                    doc! { "$set": { "batch": batch } },
+                )
+                .await?;
+            self.batches
+                .delete_many(doc! { "_id": { "$in": joined } })
+                .await?;
+        }
+        let events = self.batch_events(batch).await?;
+        if events.is_empty() {
+            self.batches.delete_one(doc! { "_id": batch }).await?;
+            return Ok(None);
+        }
+        Ok(Some(ClaimedBatch {
+            token: batch.clone(),
+            owner: owner.to_owned(),
+            lease_ends,
+            events,
+        }))
+    }
+
+    /// A new batch of the oldest unassigned events, which only earlier releases wrote.
+    async fn claim_unassigned(
+        &self,
+        max: usize,
+        owner: String,
+        lease_ends: Instant,
+    ) -> Result<ClaimedBatch> {
         let batch = new_claim_token();
         // The batch is recorded before any event joins it, so that a worker dying in
         // between leaves a lease behind, not orphaned events.
@@ -625,6 +752,18 @@ fn only_duplicate_keys(e: &mongodb::error::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// The `until` of a released batch: ready for any worker, held by none.
+fn released() -> BsonDateTime {
+    BsonDateTime::from_millis(0)
+}
+
+fn batch_id(batch: &Document) -> Result<String> {
+    batch
+        .get_str("_id")
+        .map(str::to_owned)
+        .map_err(|_| StoreError::Corrupt(format!("batch without id: {batch}")))
 }
 
 fn to_queue_doc(e: &QueuedEvent) -> Document {

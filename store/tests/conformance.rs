@@ -513,3 +513,73 @@ async fn an_embedded_queue_from_before_queue_db_is_moved_over_and_drained() {
     assert_eq!(store.queue_depth().await.unwrap(), 0);
     assert_eq!(all_stats(&store, "s1").await.total_events, 1);
 }
+
+/// The queue's collection on the test MongoDB, for writing what other processes (a
+/// writer that died, an earlier release) would have left there.
+async fn raw_mongo(b: &TestBackend) -> mongodb::Database {
+    let beacon_store::Backend::Mongo { url } = &b.config.backend else {
+        unreachable!("a MongoDB backend");
+    };
+    let client = mongodb::Client::with_uri_str(url).await.unwrap();
+    client.default_database().unwrap()
+}
+
+fn raw_queue_doc(e: &QueuedEvent, batch: mongodb::bson::Bson) -> mongodb::bson::Document {
+    mongodb::bson::doc! {
+        "_id": e.event_id.to_string(),
+        "site_id": &e.site_id,
+        "event_type": &e.event_type,
+        "path": e.path.clone(),
+        "user_id": e.user_id.clone(),
+        "timestamp": mongodb::bson::DateTime::from_millis(e.timestamp.timestamp_millis()),
+        "ingested_at": mongodb::bson::DateTime::from_millis(e.ingested_at.timestamp_millis()),
+        "batch": batch,
+    }
+}
+
+#[tokio::test]
+async fn mongo_events_of_a_writer_that_died_before_releasing_wait_for_its_lease() {
+    let Some(b) = TestBackend::mongo() else {
+        return;
+    };
+    let store = open(&b).await;
+    let db = raw_mongo(&b).await;
+    let e = event("s1", "/", None, Utc::now());
+    // A server died after writing its batch's events, before releasing the batch.
+    let until = Utc::now() + TimeDelta::milliseconds(300);
+    db.collection::<mongodb::bson::Document>("batches")
+        .insert_one(mongodb::bson::doc! {
+            "_id": "batch-of-a-dead-writer", "owner": "enqueuer", "events": 1_i64,
+            "until": mongodb::bson::DateTime::from_millis(until.timestamp_millis()),
+        })
+        .await
+        .unwrap();
+    db.collection::<mongodb::bson::Document>(&b.config.queue_name)
+        .insert_one(raw_queue_doc(&e, "batch-of-a-dead-writer".into()))
+        .await
+        .unwrap();
+    assert!(store.claim(10).await.unwrap().is_empty(), "its lease holds");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(drain(&store).await, 1);
+    assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
+}
+
+#[tokio::test]
+async fn mongo_events_queued_without_a_batch_by_earlier_releases_are_still_moved() {
+    let Some(b) = TestBackend::mongo() else {
+        return;
+    };
+    let store = open(&b).await;
+    let old = event("s1", "/old", None, Utc::now());
+    raw_mongo(&b)
+        .await
+        .collection::<mongodb::bson::Document>(&b.config.queue_name)
+        .insert_one(raw_queue_doc(&old, mongodb::bson::Bson::Null))
+        .await
+        .unwrap();
+    let new = event("s1", "/new", None, Utc::now());
+    store.enqueue(vec![new.clone()]).await.unwrap();
+    assert_eq!(drain(&store).await, 2);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert_eq!(all_stats(&store, "s1").await.total_events, 2);
+}

@@ -71,8 +71,8 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
     let mut backoff = config.poll_interval;
     loop {
         let pause = match process_batch(&store, config.batch_size).await {
-            // A full batch means more is waiting: go again at once.
-            Ok(report) if report.claimed == config.batch_size => Duration::ZERO,
+            // Found work: more may be waiting, so go again at once. Poll once idle.
+            Ok(report) if report.claimed > 0 => Duration::ZERO,
             Ok(_) => {
                 backoff = config.poll_interval;
                 config.poll_interval

@@ -147,6 +147,15 @@ pub async fn run(
     )
     .with_graceful_shutdown(shutdown)
     .await;
+    // What was acknowledged becomes claimable now, not when its lease runs out.
+    if tokio::time::timeout(error::STORE_TIMEOUT, store.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some queued batches were not released; workers take them once their lease ends"
+        );
+    }
     let _ = stop.send(true);
     if config.run_worker {
         let _ = background.await;

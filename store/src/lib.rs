@@ -142,6 +142,17 @@ impl Store {
         }
     }
 
+    /// Returns once everything this process queued is claimable by workers. `enqueue`
+    /// returns once events are durable; on MongoDB they become claimable a moment
+    /// later, when their batch is released in the background (or, if this process
+    /// dies first, when that batch's lease runs out). The server calls this when it
+    /// shuts down.
+    pub async fn settle(&self) {
+        if let Self::Mongo(s) = self {
+            s.settle().await;
+        }
+    }
+
     /// Claims up to `max` of the oldest unclaimed queued events for this worker.
     pub async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         match self {

@@ -39,6 +39,10 @@ use mongodb::options::{ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use uuid::Uuid;
 
+mod desk;
+
+use desk::BatchDesk;
+
 use crate::rollup::{self, BucketKey, Piece, Rollup};
 use crate::sketch::Sketch;
 use crate::{
@@ -73,6 +77,8 @@ pub struct MongoStore {
     /// insert creates a collection implicitly while another client runs `createIndexes`
     /// (SecantusDB deadlocks on that race; mongod merely builds indexes on live data).
     ready: Arc<AtomicBool>,
+    /// Batches for group commits, recorded ahead and released after the answer.
+    desk: Arc<BatchDesk>,
 }
 
 /// One process creates collections and indexes one at a time.
@@ -110,6 +116,7 @@ impl MongoStore {
             .into(),
             claim_lease: config.claim_lease,
             ready: Arc::new(AtomicBool::new(false)),
+            desk: BatchDesk::new(db.collection(BATCHES), config.claim_lease),
         })
     }
 
@@ -165,21 +172,16 @@ impl MongoStore {
         }
     }
 
-    /// Queues `events` as one ready batch. The batch is recorded first, held by this
-    /// writer under a lease, so that no worker takes it half written; once the events
-    /// are in it is released. A writer that dies in between leaves a lease that runs
-    /// out, after which a worker takes over whatever was written.
+    /// Queues `events` as one batch: written into a batch held by this process (see
+    /// `desk`), which is released in the background once they are in. A writer that
+    /// dies before releasing leaves a lease; when it runs out, a worker takes over
+    /// whatever was written.
     pub(crate) async fn enqueue(&self, events: &[QueuedEvent]) -> Result<()> {
         self.check_ready()?;
-        let batch = new_claim_token();
-        self.batches
-            .insert_one(doc! {
-                "_id": &batch,
-                "owner": ENQUEUER,
-                "until": self.lease_end(),
-                "events": count_bson(events.len() as u64),
-            })
-            .await?;
+        let batch = match self.desk.spare() {
+            Some(batch) => batch,
+            None => self.desk.record().await?,
+        };
         let docs: Vec<Document> = events
             .iter()
             .map(|e| {
@@ -193,18 +195,13 @@ impl MongoStore {
             Err(e) if only_duplicate_keys(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        // The events are durable now: a failed release only delays them to the lease's end.
-        if let Err(e) = self
-            .batches
-            .update_one(
-                doc! { "_id": &batch, "owner": ENQUEUER },
-                doc! { "$set": { "owner": "", "until": released() } },
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "queued events wait for their lease to end: releasing the batch failed");
-        }
+        self.desk.release(batch, events.len() as u64);
         Ok(())
+    }
+
+    /// Waits until every batch this process queued has been released.
+    pub(crate) async fn settle(&self) {
+        self.desk.settle().await;
     }
 
     pub(crate) async fn daily_salt(
@@ -242,9 +239,7 @@ impl MongoStore {
     }
 
     fn lease_end(&self) -> BsonDateTime {
-        chrono::Duration::from_std(self.claim_lease)
-            .map(|lease| bson_time(Utc::now() + lease))
-            .unwrap_or_else(|_| BsonDateTime::now())
+        lease_end(self.claim_lease)
     }
 
     /// A batch whose holder's lease ran out, taken over whole; else the oldest released
@@ -752,6 +747,13 @@ fn only_duplicate_keys(e: &mongodb::error::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// When a lease of `lease` taken now ends.
+fn lease_end(lease: Duration) -> BsonDateTime {
+    chrono::Duration::from_std(lease)
+        .map(|lease| bson_time(Utc::now() + lease))
+        .unwrap_or_else(|_| BsonDateTime::now())
 }
 
 /// The `until` of a released batch: ready for any worker, held by none.

@@ -33,6 +33,13 @@ async fn open(backend: &TestBackend) -> Store {
     store
 }
 
+/// Queues, then waits until workers can claim them: MongoDB releases each group
+/// commit's batch in the background, after `enqueue` returns.
+async fn enqueue(store: &Store, events: Vec<QueuedEvent>) {
+    store.enqueue(events).await.unwrap();
+    store.settle().await;
+}
+
 async fn drain(store: &Store) -> usize {
     let mut moved = 0;
     loop {
@@ -62,7 +69,7 @@ async fn enqueue_claim_move_round_trip_with_props() {
                 .unwrap()
                 .clone(),
         );
-        store.enqueue(vec![e.clone()]).await.unwrap();
+        enqueue(&store, vec![e.clone()]).await;
         assert_eq!(store.queue_depth().await.unwrap(), 1, "{}", b.name);
         let batch = store.claim(10).await.unwrap();
         assert_eq!(batch.events, vec![e.clone()], "{}: claimed record", b.name);
@@ -81,14 +88,11 @@ async fn the_same_event_enqueued_twice_is_stored_once() {
     for b in TestBackend::all() {
         let store = open(&b).await;
         let e = event("s1", "/a", None, Utc::now());
-        store.enqueue(vec![e.clone()]).await.unwrap();
-        store
-            .enqueue(vec![e.clone(), event("s1", "/b", None, Utc::now())])
-            .await
-            .unwrap();
+        enqueue(&store, vec![e.clone()]).await;
+        enqueue(&store, vec![e.clone(), event("s1", "/b", None, Utc::now())]).await;
         assert_eq!(drain(&store).await, 2, "{}", b.name);
         // Sent again after it was processed: acknowledged, moved, not counted twice.
-        store.enqueue(vec![e.clone()]).await.unwrap();
+        enqueue(&store, vec![e.clone()]).await;
         let batch = store.claim(10).await.unwrap();
         let outcome = store.move_batch(&batch).await.unwrap();
         assert_eq!((outcome.inserted, outcome.duplicates), (0, 1), "{}", b.name);
@@ -108,7 +112,7 @@ async fn claims_are_oldest_first_and_exclusive() {
             })
             .collect();
         for e in &events {
-            store.enqueue(vec![e.clone()]).await.unwrap();
+            enqueue(&store, vec![e.clone()]).await;
         }
         let first = store.claim(3).await.unwrap();
         let second = store.claim(3).await.unwrap();
@@ -128,7 +132,7 @@ async fn a_crashed_workers_batch_is_reclaimed_after_its_lease() {
         let events: Vec<_> = (0..10)
             .map(|_| event("s1", "/", None, Utc::now()))
             .collect();
-        store.enqueue(events).await.unwrap();
+        enqueue(&store, events).await;
         let crashed = store.claim(100).await.unwrap();
         assert_eq!(crashed.len(), 10);
         drop(crashed); // the worker dies holding its claim
@@ -150,7 +154,7 @@ async fn a_slow_worker_whose_lease_ran_out_does_not_double_count() {
         let events: Vec<_> = (0..10)
             .map(|_| event("s1", "/", None, Utc::now()))
             .collect();
-        store.enqueue(events).await.unwrap();
+        enqueue(&store, events).await;
         let slow = store.claim(100).await.unwrap();
         tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
         let fast = store.claim(100).await.unwrap();
@@ -183,7 +187,7 @@ async fn concurrent_workers_move_every_event_exactly_once() {
                         .map(|_| event("s1", "/", Some("u"), Utc::now()))
                         .collect();
                     ids.extend(chunk.iter().map(|e| e.event_id));
-                    store.enqueue(chunk.clone()).await.unwrap();
+                    enqueue(&store, chunk.clone()).await;
                 }
                 ids
             })
@@ -353,7 +357,7 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
     for b in TestBackend::all() {
         let store = open(&b).await;
         for chunk in events.chunks(250) {
-            store.enqueue(chunk.to_vec()).await.unwrap();
+            enqueue(&store, chunk.to_vec()).await;
         }
         assert_eq!(drain(&store).await, events.len(), "{}", b.name);
         let mut answers = Vec::new();
@@ -386,7 +390,7 @@ async fn unique_users_on_a_large_site_are_within_one_percent() {
             })
             .collect();
         for chunk in events.chunks(1_000) {
-            store.enqueue(chunk.to_vec()).await.unwrap();
+            enqueue(&store, chunk.to_vec()).await;
         }
         drain(&store).await;
         let got = all_stats(&store, "big").await;
@@ -422,7 +426,7 @@ async fn a_move_cut_off_midway_is_finished_exactly_once_by_the_next_worker() {
                 event("cut", &path, Some(&user), at)
             })
             .collect();
-        crashed.enqueue(events.clone()).await.unwrap();
+        enqueue(&crashed, events.clone()).await;
         let batch = crashed.claim(500).await.unwrap();
         assert_eq!(batch.len(), events.len());
         let moving = tokio::spawn(async move { crashed.move_batch(&batch).await.map(|_| ()) });
@@ -466,9 +470,9 @@ async fn embedded_data_survives_reopening() {
     let queued = event("s1", "/later", None, Utc::now());
     {
         let store = open(&b).await;
-        store.enqueue(vec![e.clone()]).await.unwrap();
+        enqueue(&store, vec![e.clone()]).await;
         drain(&store).await;
-        store.enqueue(vec![queued.clone()]).await.unwrap();
+        enqueue(&store, vec![queued.clone()]).await;
         // The process dies holding a claim on it.
         assert_eq!(store.claim(10).await.unwrap().len(), 1);
     }
@@ -578,7 +582,7 @@ async fn mongo_events_queued_without_a_batch_by_earlier_releases_are_still_moved
         .await
         .unwrap();
     let new = event("s1", "/new", None, Utc::now());
-    store.enqueue(vec![new.clone()]).await.unwrap();
+    enqueue(&store, vec![new.clone()]).await;
     assert_eq!(drain(&store).await, 2);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
     assert_eq!(all_stats(&store, "s1").await.total_events, 2);

@@ -228,6 +228,7 @@ impl EmbeddedStore {
             owner: token.clone(),
             token,
             lease_ends: std::time::Instant::now() + self.claim_lease,
+            more_waiting: events.len() >= max,
             events,
         })
     }

@@ -267,6 +267,7 @@ impl MongoStore {
                     owner,
                     lease_ends,
                     events,
+                    more_waiting: true, // others may have stopped too
                 });
             }
             // Its worker finished all but forgetting the batch itself.
@@ -354,6 +355,7 @@ impl MongoStore {
             owner: owner.to_owned(),
             lease_ends,
             events,
+            more_waiting: chosen.len() < candidates.len() || candidates.len() >= max,
         }))
     }
 
@@ -383,6 +385,7 @@ impl MongoStore {
             .into_iter()
             .filter_map(|d| d.get("_id").cloned())
             .collect();
+        let more_waiting = ids.len() >= max;
         if !ids.is_empty() {
             // Only still-unassigned events join: a racing worker takes the rest.
             self.queue
@@ -401,6 +404,7 @@ impl MongoStore {
             owner,
             lease_ends,
             events,
+            more_waiting,
         })
     }
 

@@ -54,6 +54,8 @@ pub struct ClaimedBatch {
     pub(crate) lease_ends: std::time::Instant,
     /// The events, oldest first.
     pub events: Vec<QueuedEvent>,
+    /// Whether ready events were left behind: claim again at once rather than wait.
+    pub(crate) more_waiting: bool,
 }
 
 impl ClaimedBatch {
@@ -65,6 +67,13 @@ impl ClaimedBatch {
     /// How many events were claimed.
     pub fn len(&self) -> usize {
         self.events.len()
+    }
+
+    /// Whether the claim left ready events behind, so the worker should claim again at
+    /// once instead of waiting for its next poll. A batch that did not fill up says
+    /// nothing by itself: on MongoDB, joined batches stop short of `max`.
+    pub fn more_waiting(&self) -> bool {
+        self.more_waiting
     }
 }
 

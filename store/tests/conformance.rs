@@ -122,6 +122,9 @@ async fn claims_are_oldest_first_and_exclusive() {
         let want: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         assert_eq!(ids(&first), want[..3], "{}", b.name);
         assert_eq!(ids(&second), want[3..], "{}", b.name);
+        // The worker claims again at once only while ready events are left behind.
+        assert!(first.more_waiting(), "{}", b.name);
+        assert!(!second.more_waiting(), "{}", b.name);
     }
 }
 

@@ -30,6 +30,8 @@ pub struct BatchReport {
     pub inserted: usize,
     /// Events that were already stored (a retry or a crashed worker's batch).
     pub duplicates: usize,
+    /// Whether ready events were left behind, so the next claim should come at once.
+    pub more_waiting: bool,
 }
 
 /// Claims up to `batch_size` events and moves them.
@@ -49,6 +51,7 @@ pub async fn process_batch(store: &Store, batch_size: usize) -> Result<BatchRepo
         claimed: batch.len(),
         inserted: outcome.inserted,
         duplicates: outcome.duplicates,
+        more_waiting: batch.more_waiting(),
     })
 }
 
@@ -71,8 +74,8 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
     let mut backoff = config.poll_interval;
     loop {
         let pause = match process_batch(&store, config.batch_size).await {
-            // Found work: more may be waiting, so go again at once. Poll once idle.
-            Ok(report) if report.claimed > 0 => Duration::ZERO,
+            // Ready events were left behind: go again at once.
+            Ok(report) if report.more_waiting => Duration::ZERO,
             Ok(_) => {
                 backoff = config.poll_interval;
                 config.poll_interval

@@ -1,27 +1,25 @@
 //! Group commit: concurrent requests share one write to the queue.
 //!
-//! On MongoDB, handlers hand their events to a writer task. The writer takes whatever
+//! On MongoDB, handlers hand their events to one writer task. The writer takes whatever
 //! requests are waiting (up to [`MAX_GROUP_EVENTS`]), writes them to the store in one
 //! call, and only then answers each request. Nothing waits artificially: a lone request
 //! is written at once, and under load the groups grow by themselves, which turns
-//! thousands of small writes per second into a few large ones.
+//! thousands of small writes per second into a few large ones. One writer, not several:
+//! it makes the largest groups, and on secantusd-rs (2 cores, CPU-bound) the most
+//! throughput. Single events ran at 17,550 req/s with one writer, 15,434 with two and
+//! 13,338 with four, measured one after another.
 //!
 //! The embedded store groups the same way on its own writer thread, which owns SQLite's
 //! one write connection, so requests go straight to it: a hop through a task here would
 //! only add a thread wake-up per group.
 
 use beacon_store::{QueuedEvent, Store};
-use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, with_timeout};
 
 /// Most events written in one store call.
 pub const MAX_GROUP_EVENTS: usize = 5000;
-/// Concurrent group commits to MongoDB. One gives the largest groups, and on
-/// secantusd-rs (2 cores, CPU-bound) the most throughput: single events at 17,550 req/s
-/// with one writer, 15,434 with two, 13,338 with four, measured one after another.
-const WRITERS: usize = 1;
 
 /// A request's events, and where to say they are queued.
 #[derive(Debug)]
@@ -46,10 +44,7 @@ impl Ingest {
             return Self::Direct(store);
         }
         let (jobs, inbox) = mpsc::channel(4096);
-        let inbox = Arc::new(Mutex::new(inbox));
-        for _ in 0..WRITERS {
-            tokio::spawn(write_groups(store.clone(), Arc::clone(&inbox)));
-        }
+        tokio::spawn(write_groups(store, inbox));
         Self::Grouped(jobs)
     }
 
@@ -76,25 +71,17 @@ impl Ingest {
     }
 }
 
-async fn write_groups(store: Store, inbox: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    loop {
-        let mut group = Vec::new();
-        let mut count = 0;
-        {
-            let mut inbox = inbox.lock().await;
-            let Some(first) = inbox.recv().await else {
-                return; // the server is shutting down
-            };
-            count += first.events.len();
-            group.push(first);
-            while count < MAX_GROUP_EVENTS {
-                match inbox.try_recv() {
-                    Ok(job) => {
-                        count += job.events.len();
-                        group.push(job);
-                    }
-                    Err(_) => break,
+async fn write_groups(store: Store, mut inbox: mpsc::Receiver<Job>) {
+    while let Some(first) = inbox.recv().await {
+        let mut count = first.events.len();
+        let mut group = vec![first];
+        while count < MAX_GROUP_EVENTS {
+            match inbox.try_recv() {
+                Ok(job) => {
+                    count += job.events.len();
+                    group.push(job);
                 }
+                Err(_) => break,
             }
         }
         let mut events = Vec::with_capacity(count);

@@ -95,13 +95,8 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Task(e.to_string()))??;
         let queue = &config.queue_name;
         Ok(Self {
-            writer: Writer::start("beacon-events", writer, queue.clone(), insert_queued)?,
-            queue_writer: Writer::start(
-                "beacon-queue",
-                queue_writer,
-                queue.clone(),
-                insert_queued,
-            )?,
+            writer: Writer::start("beacon-events", writer, queue.clone())?,
+            queue_writer: Writer::start("beacon-queue", queue_writer, queue.clone())?,
             reader: Arc::new(Mutex::new(reader)),
             claims: Arc::default(),
             path: path.into(),

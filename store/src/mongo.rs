@@ -1,8 +1,9 @@
 //! The MongoDB backend.
 //!
 //! The queue is a collection (the seed's `QUEUE_NAME`) keyed by event id. Events arrive
-//! in batches: each group commit records a batch (id, holder, lease) in `batches`,
-//! writes its events stamped with the batch id, then releases the batch. A worker claims
+//! in batches: each group commit writes its events stamped with a batch held by this
+//! process (id, holder, lease in `batches`), which is then released. `desk` records
+//! held batches ahead of need and releases written ones in bulk, after the answer. A worker claims
 //! the oldest released batches, joins them into one up to `BATCH_SIZE` events, and holds
 //! it under a lease. Claiming therefore reads only the small `batches` collection, never
 //! searches the queue, however deep it is. If a holder dies, another worker takes its

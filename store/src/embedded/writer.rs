@@ -19,6 +19,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::insert_queued;
 use crate::{QueuedEvent, Result, StoreError};
 
 /// Most events committed in one group.
@@ -43,23 +44,14 @@ pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
-/// Writes `events` to the queue table in one transaction.
-pub(super) type InsertEvents =
-    fn(&mut Connection, &str, &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()>;
-
 impl Writer {
-    /// Starts a thread called `name` to own `conn`; `insert` writes a group of
-    /// enqueued events into the table `queue`.
-    pub(super) fn start(
-        name: &str,
-        conn: Connection,
-        queue: String,
-        insert: InsertEvents,
-    ) -> Result<Self> {
+    /// Starts a thread called `name` to own `conn`; enqueued events go into the table
+    /// `queue` (only the queue's writer is sent any).
+    pub(super) fn start(name: &str, conn: Connection, queue: String) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel();
         std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || serve(conn, &queue, insert, &inbox))
+            .spawn(move || serve(conn, &queue, &inbox))
             .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { jobs })
     }
@@ -92,7 +84,7 @@ fn stopped() -> StoreError {
     StoreError::Task("the SQLite writer thread stopped".to_owned())
 }
 
-fn serve(mut conn: Connection, queue: &str, insert: InsertEvents, inbox: &mpsc::Receiver<Job>) {
+fn serve(mut conn: Connection, queue: &str, inbox: &mpsc::Receiver<Job>) {
     let mut next = None;
     let mut concurrent = false;
     loop {
@@ -127,7 +119,7 @@ fn serve(mut conn: Connection, queue: &str, insert: InsertEvents, inbox: &mpsc::
                     }
                 }
                 concurrent = group.len() > 1;
-                guarded(|| commit_group(&mut conn, queue, insert, group));
+                guarded(|| commit_group(&mut conn, queue, group));
             }
         }
     }
@@ -138,12 +130,11 @@ fn serve(mut conn: Connection, queue: &str, insert: InsertEvents, inbox: &mpsc::
 fn commit_group(
     conn: &mut Connection,
     queue: &str,
-    insert: InsertEvents,
     group: Vec<(Vec<QueuedEvent>, oneshot::Sender<Result<()>>)>,
 ) {
     if group.len() > 1 {
         let mut all = group.iter().flat_map(|(events, _)| events);
-        if insert(conn, queue, &mut all).is_ok() {
+        if insert_queued(conn, queue, &mut all).is_ok() {
             for (_, done) in group {
                 let _ = done.send(Ok(()));
             }
@@ -151,7 +142,7 @@ fn commit_group(
         }
     }
     for (events, done) in group {
-        let _ = done.send(insert(conn, queue, &mut events.iter()));
+        let _ = done.send(insert_queued(conn, queue, &mut events.iter()));
     }
 }
 

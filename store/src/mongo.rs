@@ -367,12 +367,6 @@ impl MongoStore {
         owner: String,
         lease_ends: Instant,
     ) -> Result<ClaimedBatch> {
-        let batch = new_claim_token();
-        // The batch is recorded before any event joins it, so that a worker dying in
-        // between leaves a lease behind, not orphaned events.
-        self.batches
-            .insert_one(doc! { "_id": &batch, "owner": &owner, "until": self.lease_end() })
-            .await?;
         let candidates: Vec<Document> = self
             .queue
             .find(doc! { "batch": Bson::Null })
@@ -386,16 +380,30 @@ impl MongoStore {
             .into_iter()
             .filter_map(|d| d.get("_id").cloned())
             .collect();
-        let more_waiting = ids.len() >= max;
-        if !ids.is_empty() {
-            // Only still-unassigned events join: a racing worker takes the rest.
-            self.queue
-                .update_many(
-                    doc! { "_id": { "$in": ids }, "batch": Bson::Null },
-                    doc! { "$set": { "batch": &batch } },
-                )
-                .await?;
+        let batch = new_claim_token();
+        if ids.is_empty() {
+            // The usual case once no event from an earlier release is left: no writes.
+            return Ok(ClaimedBatch {
+                token: batch,
+                owner,
+                lease_ends,
+                events: Vec::new(),
+                more_waiting: false,
+            });
         }
+        // The batch is recorded before any event joins it, so that a worker dying in
+        // between leaves a lease behind, not orphaned events.
+        self.batches
+            .insert_one(doc! { "_id": &batch, "owner": &owner, "until": self.lease_end() })
+            .await?;
+        let more_waiting = ids.len() >= max;
+        // Only still-unassigned events join: a racing worker takes the rest.
+        self.queue
+            .update_many(
+                doc! { "_id": { "$in": ids }, "batch": Bson::Null },
+                doc! { "$set": { "batch": &batch } },
+            )
+            .await?;
         let events = self.batch_events(&batch).await?;
         if events.is_empty() {
             self.batches.delete_one(doc! { "_id": &batch }).await?;

@@ -220,6 +220,7 @@ impl EmbeddedStore {
             })
             .await?;
         Ok(ClaimedBatch {
+            members: Vec::new(),
             owner: token.clone(),
             token,
             lease_ends: std::time::Instant::now() + self.claim_lease,

@@ -3,36 +3,41 @@
 //! The queue is a collection (the seed's `QUEUE_NAME`) keyed by event id. Events arrive
 //! in batches: each group commit writes its events stamped with a batch held by this
 //! process (id, holder, lease in `batches`), which is then released. `desk` records
-//! held batches ahead of need and releases written ones in bulk, after the answer. A worker claims
-//! the oldest released batches, joins them into one up to `BATCH_SIZE` events, and holds
-//! it under a lease. Claiming therefore reads only the small `batches` collection, never
-//! searches the queue, however deep it is. If a holder dies, another worker takes its
-//! batch over whole once the lease runs out. (Events queued by earlier releases carry no
-//! batch; they are claimed the old way, the oldest first.)
+//! held batches ahead of need and releases written ones in bulk, after the answer. A
+//! worker claims the oldest released batches, up to `BATCH_SIZE` events, and holds the
+//! first under a lease with the others joined to it as members (their events keep their
+//! labels; the members lose their own leases). Claiming therefore reads and writes only
+//! the small `batches` collection, never searches or rewrites the queue, however deep it
+//! is. If a holder dies, another worker takes its batch over, members and all, once the
+//! lease runs out. (Events queued by earlier releases carry no batch; they are claimed
+//! the old way, the oldest first.)
 //!
 //! Moving a batch uses no multi-document transaction, and every step is idempotent:
 //!
 //! 1. insert the events into `events` (keyed by event id), each stamped with the batch;
 //!    an event already there belongs to whichever batch inserted it first;
 //! 2. add the events that belong to this batch to their rollup buckets. Each bucket
-//!    update is one compare-and-set on the bucket document, which also records the
+//!    update is one compare-and-set on the bucket's version, which also records the
 //!    batch id in `applied`, so a batch is added to a bucket at most once;
-//! 3. delete the batch's events from the queue, and the batch.
+//! 3. delete the batch's events from the queue, then its members and itself.
 //!
 //! A worker killed anywhere loses nothing and counts nothing twice: the next owner redoes
 //! the steps, and each finds its work done. A worker renews its lease while it works,
-//! and stops as soon as another has taken the batch over. That bounds how long a batch
-//! can still be applied after its last owner's lease, so `applied` entries are dropped
-//! once they are [`APPLIED_RETENTION`] old.
+//! stops as soon as another has taken the batch over, and sends a bucket update only
+//! while its lease holds. A worker that takes the batch over changes the bucket's version
+//! before it can finish, so no stale update lands after that. Once a batch is finished
+//! (its document gone), nobody can apply it again, and the next update of each bucket
+//! drops its `applied` entry: buckets stay small however long the worker runs.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use beacon_protocol::{Stats, TimeRange};
 use chrono::Utc;
 use futures::TryStreamExt;
+use futures::future::try_join_all;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{Binary, Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::error::ErrorKind;
@@ -55,9 +60,11 @@ const EVENTS: &str = "events";
 const SALTS: &str = "salts";
 const ROLLUPS: &str = "rollups";
 const BATCHES: &str = "batches";
-/// How long a bucket remembers that a batch was added to it: far longer than any lease,
-/// after which no worker can be adding that batch any more.
-pub const APPLIED_RETENTION: Duration = Duration::from_secs(3600);
+/// How many of its own finished batches a process remembers, so that it can drop their
+/// `applied` entries without asking the database.
+const REMEMBERED_FINISHED: usize = 1024;
+/// Rollup buckets updated at once: each is its own document, so they never conflict.
+const ROLLUPS_AT_ONCE: usize = 8;
 const DUPLICATE_KEY: i32 = 11000;
 /// The owner of a batch whose events are still being written.
 const ENQUEUER: &str = "enqueuer";
@@ -80,6 +87,8 @@ pub struct MongoStore {
     ready: Arc<AtomicBool>,
     /// Batches for group commits, recorded ahead and released after the answer.
     desk: Arc<BatchDesk>,
+    /// Batches this process moved lately, oldest first: their `applied` entries can go.
+    finished: Arc<Mutex<VecDeque<String>>>,
 }
 
 /// One process creates collections and indexes one at a time.
@@ -118,6 +127,7 @@ impl MongoStore {
             claim_lease: config.claim_lease,
             ready: Arc::new(AtomicBool::new(false)),
             desk: BatchDesk::new(db.collection(BATCHES), config.claim_lease),
+            finished: Arc::default(),
         })
     }
 
@@ -243,9 +253,10 @@ impl MongoStore {
         lease_end(self.claim_lease)
     }
 
-    /// A batch whose holder's lease ran out, taken over whole; else the oldest released
-    /// batches, up to `max` events, joined into one; else (for events queued by earlier
-    /// releases, which left them unassigned) a new batch of the oldest unassigned events.
+    /// A batch whose holder's lease ran out, taken over whole (with its members); else the
+    /// oldest released batches, up to `max` events, joined into one; else (for events
+    /// queued by earlier releases, which left them unassigned) a new batch of the oldest
+    /// unassigned events.
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         self.check_ready()?;
         let owner = new_claim_token();
@@ -260,11 +271,13 @@ impl MongoStore {
             .await?
         {
             let batch = batch_id(&expired)?;
-            let events = self.batch_events(&batch).await?;
+            let members = self.members_of(&batch).await?;
+            let events = self.batch_events(&batch, &members).await?;
             if !events.is_empty() {
                 tracing::warn!(%batch, events = events.len(), "took over a batch whose worker or writer stopped");
                 return Ok(ClaimedBatch {
                     token: batch,
+                    members,
                     owner,
                     lease_ends,
                     events,
@@ -272,7 +285,7 @@ impl MongoStore {
                 });
             }
             // Its worker finished all but forgetting the batch itself.
-            self.batches.delete_one(doc! { "_id": &batch }).await?;
+            self.forget_batch(&batch, &members).await?;
         }
         if let Some(claimed) = self.claim_released(max, &owner, lease_ends).await? {
             return Ok(claimed);
@@ -281,8 +294,8 @@ impl MongoStore {
     }
 
     /// Takes the oldest released batches, as many as fit in `max` events (at least one),
-    /// and joins them into the first. Only released batches are joined: no worker has
-    /// ever held them, so none can be moving them with the old membership.
+    /// and joins the others to the first as its members. Only released batches join: no
+    /// worker has ever held them, so none can be moving them on their own.
     async fn claim_released(
         &self,
         max: usize,
@@ -311,48 +324,50 @@ impl MongoStore {
         if chosen.is_empty() {
             return Ok(None);
         }
-        // Only batches still released join: a racing worker takes the rest.
+        // Only batches still released are held: a racing worker takes the rest.
         self.batches
             .update_many(
                 doc! { "_id": { "$in": &chosen }, "until": released() },
                 doc! { "$set": { "owner": owner, "until": self.lease_end() } },
             )
             .await?;
-        let mut ours: Vec<String> = self
-            .batches
-            .find(doc! { "_id": { "$in": &chosen }, "owner": owner })
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .iter()
-            .map(batch_id)
-            .collect::<Result<_>>()?;
+        let mut ours = self
+            .batch_ids(doc! { "_id": { "$in": &chosen }, "owner": owner })
+            .await?;
         ours.sort();
         let Some((batch, joined)) = ours.split_first() else {
             return Ok(None); // all taken by other workers; the next poll tries again
         };
-        if !joined.is_empty() {
+        let members = if joined.is_empty() {
+            Vec::new()
+        } else {
             if Instant::now() >= lease_ends {
                 return Ok(None); // too slow: the lease runs out and another worker takes them
             }
-            self.queue
+            // Members lose their own lease: from now on they move, or are taken over,
+            // only with `batch`. The filter on owner keeps any that another worker took
+            // over meanwhile out of it.
+            let joining = self
+                .batches
                 .update_many(
-                    doc! { "batch": { "$in": joined } },
-                    doc! { "$set": { "batch": batch } },
+                    doc! { "_id": { "$in": joined }, "owner": owner },
+                    doc! { "$set": { "member_of": batch }, "$unset": { "until": "" } },
                 )
                 .await?;
-            self.batches
-                .delete_many(doc! { "_id": { "$in": joined } })
-                .await?;
-        }
-        let events = self.batch_events(batch).await?;
+            if joining.modified_count == joined.len() as u64 {
+                joined.to_vec()
+            } else {
+                self.members_of(batch).await?
+            }
+        };
+        let events = self.batch_events(batch, &members).await?;
         if events.is_empty() {
-            self.batches.delete_one(doc! { "_id": batch }).await?;
+            self.forget_batch(batch, &members).await?;
             return Ok(None);
         }
         Ok(Some(ClaimedBatch {
             token: batch.clone(),
+            members,
             owner: owner.to_owned(),
             lease_ends,
             events,
@@ -385,6 +400,7 @@ impl MongoStore {
             // The usual case once no event from an earlier release is left: no writes.
             return Ok(ClaimedBatch {
                 token: batch,
+                members: Vec::new(),
                 owner,
                 lease_ends,
                 events: Vec::new(),
@@ -404,12 +420,13 @@ impl MongoStore {
                 doc! { "$set": { "batch": &batch } },
             )
             .await?;
-        let events = self.batch_events(&batch).await?;
+        let events = self.batch_events(&batch, &[]).await?;
         if events.is_empty() {
-            self.batches.delete_one(doc! { "_id": &batch }).await?;
+            self.forget_batch(&batch, &[]).await?;
         }
         Ok(ClaimedBatch {
             token: batch,
+            members: Vec::new(),
             owner,
             lease_ends,
             events,
@@ -417,10 +434,28 @@ impl MongoStore {
         })
     }
 
-    async fn batch_events(&self, batch: &str) -> Result<Vec<QueuedEvent>> {
+    /// The batches joined to `batch`.
+    async fn members_of(&self, batch: &str) -> Result<Vec<String>> {
+        self.batch_ids(doc! { "member_of": batch }).await
+    }
+
+    async fn batch_ids(&self, filter: Document) -> Result<Vec<String>> {
+        self.batches
+            .find(filter)
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .map(batch_id)
+            .collect()
+    }
+
+    /// The queued events of `batch` and its members, oldest first.
+    async fn batch_events(&self, batch: &str, members: &[String]) -> Result<Vec<QueuedEvent>> {
         let mut events: Vec<QueuedEvent> = self
             .queue
-            .find(doc! { "batch": batch })
+            .find(doc! { "batch": labels(batch, members) })
             .await?
             .try_collect::<Vec<Document>>()
             .await?
@@ -429,6 +464,18 @@ impl MongoStore {
             .collect::<Result<_>>()?;
         events.sort_by_key(|e| (e.ingested_at, e.event_id));
         Ok(events)
+    }
+
+    /// Deletes a batch whose events are gone: its members first, so that none is left
+    /// pointing at a batch that no longer exists.
+    async fn forget_batch(&self, batch: &str, members: &[String]) -> Result<()> {
+        if !members.is_empty() {
+            self.batches
+                .delete_many(doc! { "member_of": batch })
+                .await?;
+        }
+        self.batches.delete_one(doc! { "_id": batch }).await?;
+        Ok(())
     }
 
     /// The four idempotent steps in the module doc.
@@ -454,47 +501,98 @@ impl MongoStore {
             inserted: batch.len() - duplicates,
             duplicates,
         };
-        let ids: Vec<String> = batch
-            .events
-            .iter()
-            .map(|e| e.event_id.to_string())
-            .collect();
-        // Ours are the events this batch inserted, now or in an earlier attempt.
-        let ours: HashSet<String> = self
-            .events
-            .find(doc! { "_id": { "$in": &ids }, "batch": &batch.token })
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .iter()
-            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
-            .collect();
+        // Ours are the events this batch inserted, now or in an earlier attempt: all of
+        // them when none was there already.
+        let ours: Option<HashSet<String>> = if duplicates == 0 {
+            None
+        } else {
+            let ids: Vec<String> = batch
+                .events
+                .iter()
+                .map(|e| e.event_id.to_string())
+                .collect();
+            Some(
+                self.events
+                    .find(doc! { "_id": { "$in": &ids }, "batch": &batch.token })
+                    .projection(doc! { "_id": 1 })
+                    .await?
+                    .try_collect::<Vec<Document>>()
+                    .await?
+                    .iter()
+                    .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+                    .collect(),
+            )
+        };
         let buckets = rollup::rollups_of(
             batch
                 .events
                 .iter()
-                .filter(|e| ours.contains(&e.event_id.to_string()))
+                .filter(|e| {
+                    ours.as_ref()
+                        .is_none_or(|ours| ours.contains(&e.event_id.to_string()))
+                })
                 .map(rollup::Counted::from),
         );
         let mut lease_ends = batch.lease_ends;
-        for (key, delta) in buckets {
-            if !self.keep_lease(batch, &mut lease_ends).await?
-                || !self
-                    .add_to_rollup(&key, &delta, &batch.token, lease_ends)
+        let buckets: Vec<(BucketKey, Rollup)> = buckets.into_iter().collect();
+        for some in buckets.chunks(ROLLUPS_AT_ONCE) {
+            let held =
+                self.keep_lease(batch, &mut lease_ends).await?
+                    && try_join_all(some.iter().map(|(key, delta)| {
+                        self.add_to_rollup(key, delta, &batch.token, lease_ends)
+                    }))
                     .await?
-            {
+                    .into_iter()
+                    .all(|added| added);
+            if !held {
                 tracing::warn!(batch = %batch.token, "another worker took the batch over; leaving the rest to it");
                 return Ok(outcome);
             }
         }
         self.queue
-            .delete_many(doc! { "batch": &batch.token })
+            .delete_many(doc! { "batch": labels(&batch.token, &batch.members) })
             .await?;
-        self.batches
-            .delete_one(doc! { "_id": &batch.token })
-            .await?;
+        self.forget_batch(&batch.token, &batch.members).await?;
+        let mut finished = self.finished_batches();
+        if finished.len() == REMEMBERED_FINISHED {
+            finished.pop_front();
+        }
+        finished.push_back(batch.token.clone());
         Ok(outcome)
+    }
+
+    fn finished_batches(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        // A panic while holding this lock leaves a valid list behind.
+        self.finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Of the batches recorded in a bucket's `applied`, those whose moves are over: this
+    /// process moved them, or their batch is gone. No worker applies a finished batch
+    /// again (it would need a lease on it), so their entries can be dropped.
+    async fn finished_among(&self, batches: &[&str]) -> Result<Vec<String>> {
+        let (mine, unknown): (Vec<&str>, Vec<&str>) = {
+            let finished = self.finished_batches();
+            batches
+                .iter()
+                .partition(|b| finished.iter().any(|f| f == *b))
+        };
+        let mut done: Vec<String> = mine.into_iter().map(str::to_owned).collect();
+        if !unknown.is_empty() {
+            let live: HashSet<String> = self
+                .batch_ids(doc! { "_id": { "$in": &unknown } })
+                .await?
+                .into_iter()
+                .collect();
+            done.extend(
+                unknown
+                    .into_iter()
+                    .filter(|b| !live.contains(*b))
+                    .map(str::to_owned),
+            );
+        }
+        Ok(done)
     }
 
     /// Renews this worker's lease on the batch once half of it is gone. False when
@@ -550,6 +648,9 @@ impl MongoStore {
                     "version": 1_i64,
                     "applied": { token: now },
                 };
+                if Instant::now() >= lease_ends {
+                    return Ok(false);
+                }
                 match self.rollups.insert_one(new).await {
                     Ok(_) => return Ok(true),
                     Err(e) if is_duplicate_key(&e) => {
@@ -562,6 +663,12 @@ impl MongoStore {
             if applied.is_some_and(|a| a.contains_key(token)) {
                 return Ok(true);
             }
+            let others: Vec<&str> = applied
+                .iter()
+                .flat_map(|a| a.keys())
+                .map(String::as_str)
+                .collect();
+            let finished = self.finished_among(&others).await?;
             let version = stored.get_i64("version").unwrap_or(0);
             let mut users = Sketch::from_bytes(
                 stored
@@ -576,18 +683,17 @@ impl MongoStore {
             let mut set = doc! { "users": binary(users.to_bytes()) };
             set.insert(format!("applied.{token}"), now);
             let mut update = doc! { "$inc": inc, "$set": set };
-            let cutoff = now.timestamp_millis() - APPLIED_RETENTION.as_millis() as i64;
-            let expired: Document = applied
-                .into_iter()
-                .flatten()
-                .filter(|(_, at)| {
-                    at.as_datetime()
-                        .is_some_and(|t| t.timestamp_millis() < cutoff)
-                })
-                .map(|(old, _)| (format!("applied.{old}"), Bson::String(String::new())))
-                .collect();
-            if !expired.is_empty() {
-                update.insert("$unset", expired);
+            if !finished.is_empty() {
+                let unset: Document = finished
+                    .iter()
+                    .map(|old| (format!("applied.{old}"), Bson::String(String::new())))
+                    .collect();
+                update.insert("$unset", unset);
+            }
+            // Sent only under a live lease: a worker that took the batch over since then
+            // changes the version before it can finish, so this write cannot land after.
+            if Instant::now() >= lease_ends {
+                return Ok(false);
             }
             let updated = self
                 .rollups
@@ -772,6 +878,17 @@ fn lease_end(lease: Duration) -> BsonDateTime {
 /// The `until` of a released batch: ready for any worker, held by none.
 fn released() -> BsonDateTime {
     BsonDateTime::from_millis(0)
+}
+
+/// Matches the events queued in `batch` or in any of its members.
+fn labels(batch: &str, members: &[String]) -> Bson {
+    if members.is_empty() {
+        Bson::from(batch)
+    } else {
+        let mut all = vec![Bson::from(batch)];
+        all.extend(members.iter().map(|m| Bson::from(m.as_str())));
+        Bson::Document(doc! { "$in": all })
+    }
 }
 
 fn batch_id(batch: &Document) -> Result<String> {

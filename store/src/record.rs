@@ -48,6 +48,9 @@ impl QueuedEvent {
 #[derive(Debug)]
 pub struct ClaimedBatch {
     pub(crate) token: String,
+    /// MongoDB: batches joined into this one, whose queued events still carry their own
+    /// ids. Always empty on the embedded store.
+    pub(crate) members: Vec<String>,
     /// This worker's claim on the batch (MongoDB: the batch's `owner`).
     pub(crate) owner: String,
     /// When this worker's lease on the batch ends.

@@ -73,22 +73,25 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
     }
     let mut backoff = config.poll_interval;
     loop {
-        let pause = match process_batch(&store, config.batch_size).await {
+        let polled = tokio::time::Instant::now();
+        let next_poll = match process_batch(&store, config.batch_size).await {
             // Ready events were left behind: go again at once.
-            Ok(report) if report.more_waiting => Duration::ZERO,
+            Ok(report) if report.more_waiting => polled,
+            // Polls start POLL_MS apart, however long the move took, so that an event
+            // waits at most that long to be picked up.
             Ok(_) => {
                 backoff = config.poll_interval;
-                config.poll_interval
+                polled + config.poll_interval
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed");
                 let pause = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                pause
+                tokio::time::Instant::now() + pause
             }
         };
         tokio::select! {
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep_until(next_poll) => {}
             () = &mut shutdown => break,
         }
     }

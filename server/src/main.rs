@@ -5,6 +5,11 @@ use beacon_server::Config;
 use beacon_worker::Env;
 use tokio::net::TcpListener;
 
+/// Request handling allocates many small, short-lived buffers; mimalloc serves them
+/// faster than the system allocator under concurrency.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::load()?;

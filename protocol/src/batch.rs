@@ -4,7 +4,7 @@
 //! the server answers per event, in the order sent.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::{Event, ValidationError};
@@ -40,15 +40,13 @@ pub struct BatchResponse {
     pub results: Vec<EventResult>,
 }
 
+/// `{"events": [...], "cookieless"?: bool}`. Events stay raw until each is parsed alone.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Envelope {
-    List(Vec<Value>),
-    Object {
-        events: Vec<Value>,
-        #[serde(default)]
-        cookieless: bool,
-    },
+struct Wrapped<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    #[serde(default)]
+    cookieless: bool,
 }
 
 /// A batch as read by the server.
@@ -62,10 +60,10 @@ pub struct ParsedBatch {
 }
 
 /// Reads a batch body: a JSON array, or `{"events":[…], "cookieless"?: bool}`. The outer
-/// shape must be right; each event is then parsed on its own so that one bad event is
-/// reported alone.
+/// shape must be right; each event is then parsed on its own, straight from its slice of
+/// the body, so that one bad event is reported alone.
 pub fn parse_batch(bytes: &[u8]) -> Result<ParsedBatch, ValidationError> {
-    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| {
+    let shape_error = |e: serde_json::Error| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof => {
@@ -75,21 +73,28 @@ pub fn parse_batch(bytes: &[u8]) -> Result<ParsedBatch, ValidationError> {
                 "a batch is a JSON array of events or an object {\"events\": [...]}".to_owned(),
             ),
         }
-    })?;
-    let (values, cookieless) = match envelope {
-        Envelope::List(v) => (v, false),
-        Envelope::Object { events, cookieless } => (events, cookieless),
     };
-    if values.len() > MAX_BATCH_EVENTS {
+    let (raw, cookieless) = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {
+            let wrapped: Wrapped<'_> = serde_json::from_slice(bytes).map_err(shape_error)?;
+            (wrapped.events, wrapped.cookieless)
+        }
+        // An array, or anything else, which then fails as one.
+        _ => (
+            serde_json::from_slice::<Vec<&RawValue>>(bytes).map_err(shape_error)?,
+            false,
+        ),
+    };
+    if raw.len() > MAX_BATCH_EVENTS {
         return Err(ValidationError::Malformed(format!(
             "a batch holds at most {MAX_BATCH_EVENTS} events, this one has {}",
-            values.len()
+            raw.len()
         )));
     }
-    let events = values
+    let events = raw
         .into_iter()
-        .map(|v| {
-            serde_json::from_value::<Event>(v)
+        .map(|r| {
+            serde_json::from_str::<Event>(r.get())
                 .map_err(|e| ValidationError::Malformed(crate::event::describe_json_error(&e)))
         })
         .collect();
@@ -117,5 +122,20 @@ mod tests {
         assert!(parse_batch(br#"{"site_id":"s"}"#).is_err());
         assert!(parse_batch(b"[").is_err());
         assert!(parse_batch(br#"{"events":[],"cookieless":"yes"}"#).is_err());
+        assert!(parse_batch(br#""events""#).is_err());
+        assert!(parse_batch(b"").is_err());
+    }
+
+    #[test]
+    fn events_keep_their_props_and_whitespace_does_not_matter() {
+        let batch = parse_batch(
+            b" \n [ {\"site_id\":\"s\",\"event_type\":\"a\",\"props\":{\"n\":[1,{\"x\":null}]}} ]",
+        )
+        .unwrap();
+        let event = batch.events[0].as_ref().unwrap();
+        assert_eq!(
+            event.props.as_ref().unwrap()["n"],
+            serde_json::json!([1, {"x": null}])
+        );
     }
 }

@@ -22,12 +22,13 @@
 //! 3. delete the batch's events from the queue, then its members and itself.
 //!
 //! A worker killed anywhere loses nothing and counts nothing twice: the next owner redoes
-//! the steps, and each finds its work done. A worker renews its lease while it works,
-//! stops as soon as another has taken the batch over, and sends a bucket update only
-//! while its lease holds. A worker that takes the batch over changes the bucket's version
-//! before it can finish, so no stale update lands after that. Once a batch is finished
-//! (its document gone), nobody can apply it again, and the next update of each bucket
-//! drops its `applied` entry: buckets stay small however long the worker runs.
+//! the steps, and each finds its work done. A worker checks its lease in the database
+//! before step 2 and renews it while it works, stops as soon as another has taken the
+//! batch over, and sends a bucket update only while its lease holds. A worker that takes
+//! the batch over changes the bucket's version before it can finish, so no stale update
+//! lands after that. The batch document is deleted only by its current owner, and once it
+//! is gone nobody can apply the batch again, so the next update of each bucket drops its
+//! `applied` entry: buckets stay small however long the worker runs.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,7 +286,7 @@ impl MongoStore {
                 });
             }
             // Its worker finished all but forgetting the batch itself.
-            self.forget_batch(&batch, &members).await?;
+            self.forget_batch(&batch, &members, &owner).await?;
         }
         if let Some(claimed) = self.claim_released(max, &owner, lease_ends).await? {
             return Ok(claimed);
@@ -362,7 +363,7 @@ impl MongoStore {
         };
         let events = self.batch_events(batch, &members).await?;
         if events.is_empty() {
-            self.forget_batch(batch, &members).await?;
+            self.forget_batch(batch, &members, owner).await?;
             return Ok(None);
         }
         Ok(Some(ClaimedBatch {
@@ -422,7 +423,7 @@ impl MongoStore {
             .await?;
         let events = self.batch_events(&batch, &[]).await?;
         if events.is_empty() {
-            self.forget_batch(&batch, &[]).await?;
+            self.forget_batch(&batch, &[], &owner).await?;
         }
         Ok(ClaimedBatch {
             token: batch,
@@ -466,16 +467,20 @@ impl MongoStore {
         Ok(events)
     }
 
-    /// Deletes a batch whose events are gone: its members first, so that none is left
-    /// pointing at a batch that no longer exists.
-    async fn forget_batch(&self, batch: &str, members: &[String]) -> Result<()> {
+    /// Deletes a batch held by `owner` whose events are gone: its members first, so that
+    /// none is left pointing at a batch that no longer exists. False when another owner
+    /// holds it now.
+    async fn forget_batch(&self, batch: &str, members: &[String], owner: &str) -> Result<bool> {
         if !members.is_empty() {
             self.batches
                 .delete_many(doc! { "member_of": batch })
                 .await?;
         }
-        self.batches.delete_one(doc! { "_id": batch }).await?;
-        Ok(())
+        let deleted = self
+            .batches
+            .delete_one(doc! { "_id": batch, "owner": owner })
+            .await?;
+        Ok(deleted.deleted_count == 1)
     }
 
     /// The four idempotent steps in the module doc.
@@ -533,7 +538,13 @@ impl MongoStore {
                 })
                 .map(rollup::Counted::from),
         );
+        // Checked in the database, not only by the clock: a batch moved already (by a
+        // retry, or by a worker whose lease ran out) must not be added again.
         let mut lease_ends = batch.lease_ends;
+        if !self.renew_lease(batch, &mut lease_ends).await? {
+            tracing::warn!(batch = %batch.token, "the batch was taken over or moved already; leaving it");
+            return Ok(outcome);
+        }
         let buckets: Vec<(BucketKey, Rollup)> = buckets.into_iter().collect();
         for some in buckets.chunks(ROLLUPS_AT_ONCE) {
             let held =
@@ -552,12 +563,18 @@ impl MongoStore {
         self.queue
             .delete_many(doc! { "batch": labels(&batch.token, &batch.members) })
             .await?;
-        self.forget_batch(&batch.token, &batch.members).await?;
-        let mut finished = self.finished_batches();
-        if finished.len() == REMEMBERED_FINISHED {
-            finished.pop_front();
+        // Finished only if still ours: a worker that took the batch over meanwhile
+        // finishes it, and until then its `applied` entries must stay.
+        if self
+            .forget_batch(&batch.token, &batch.members, &batch.owner)
+            .await?
+        {
+            let mut finished = self.finished_batches();
+            if finished.len() == REMEMBERED_FINISHED {
+                finished.pop_front();
+            }
+            finished.push_back(batch.token.clone());
         }
-        finished.push_back(batch.token.clone());
         Ok(outcome)
     }
 
@@ -596,12 +613,18 @@ impl MongoStore {
     }
 
     /// Renews this worker's lease on the batch once half of it is gone. False when
-    /// another worker has taken the batch over.
+    /// another worker has taken the batch over, or it is finished.
     async fn keep_lease(&self, batch: &ClaimedBatch, lease_ends: &mut Instant) -> Result<bool> {
-        let now = Instant::now();
-        if now + self.claim_lease / 2 < *lease_ends {
+        if Instant::now() + self.claim_lease / 2 < *lease_ends {
             return Ok(true);
         }
+        self.renew_lease(batch, lease_ends).await
+    }
+
+    /// Renews this worker's lease on the batch now. False when another worker has taken
+    /// the batch over, or it is finished.
+    async fn renew_lease(&self, batch: &ClaimedBatch, lease_ends: &mut Instant) -> Result<bool> {
+        let now = Instant::now();
         let renewed = self
             .batches
             .update_one(

@@ -23,6 +23,7 @@ mod sdk;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -40,9 +41,15 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 
-/// What the handlers share.
+/// What the handlers share. axum clones it for every request, so it is one `Arc`: a
+/// deep clone (three stores with their channels and handles) took about 4% of the CPU
+/// samples on the single-event path.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// Stats and health read the store directly.
     pub store: Store,
     /// Events are written through group commit.
@@ -54,11 +61,19 @@ pub struct AppState {
 impl AppState {
     /// Starts the group-commit writers for `store`.
     pub fn new(store: Store, config: &Config) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             ingest: ingest::Ingest::start(store.clone()),
             anonymizer: cookieless::Anonymizer::new(store.clone(), config.trust_proxy),
             store,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -30,8 +30,8 @@ use crate::rollup::{self, BucketKey, Counted, Piece, Rollup};
 use crate::sketch::Sketch;
 
 use crate::{
-    ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, millis,
-    new_claim_token,
+    ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreConfig, StoreError, from_millis, lock,
+    millis, new_claim_token,
 };
 
 /// `events`, the rollups and the salts.
@@ -130,9 +130,7 @@ impl EmbeddedStore {
         let connection = Arc::clone(&self.reader);
         let queue = self.queue.clone();
         tokio::task::spawn_blocking(move || {
-            // A poisoned lock means a panic mid-call; SQLite rolled the transaction back,
-            // so the connection itself is still sound.
-            let mut conn = connection.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = lock(&connection);
             f(&mut conn, &queue)
         })
         .await
@@ -180,7 +178,7 @@ impl EmbeddedStore {
         let events = self
             .read(move |conn, queue| {
                 // Held while reading, so that two claims cannot pick the same rows.
-                let mut claims = claims.lock().unwrap_or_else(|p| p.into_inner());
+                let mut claims = lock(&claims);
                 let now = Instant::now();
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT seq, {EVENT_COLUMNS} FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
@@ -236,10 +234,7 @@ impl EmbeddedStore {
     /// over by another worker after its lease) has nothing to do.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         let claimed = batch.len();
-        let range = self
-            .claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let range = lock(&self.claims)
             .get(&batch.token)
             .map(|c| (c.first, c.last));
         let Some((first, last)) = range else {
@@ -284,10 +279,7 @@ impl EmbeddedStore {
                 Ok(conn.prepare_cached(&sql)?.execute(params![first, last])?)
             })
             .await?;
-        self.claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&batch.token);
+        lock(&self.claims).remove(&batch.token);
         if removed < claimed {
             tracing::warn!(claimed, removed, "part of the batch had already been moved");
         }

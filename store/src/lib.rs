@@ -211,6 +211,15 @@ impl Store {
     }
 }
 
+/// Locks `mutex`, even if a thread panicked while holding it. Every mutex in this crate
+/// guards state that stays valid after such a panic: plain data updated in single
+/// steps, or a SQLite connection whose transaction was rolled back.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A fresh claim token: unique per claim, so a worker only ever acts on its own claims.
 fn new_claim_token() -> String {
     uuid::Uuid::now_v7().to_string()

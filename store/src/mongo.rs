@@ -579,10 +579,7 @@ impl MongoStore {
     }
 
     fn finished_batches(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
-        // A panic while holding this lock leaves a valid list behind.
-        self.finished
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.finished)
     }
 
     /// Of the batches recorded in a bucket's `applied`, those whose moves are over: this

@@ -92,8 +92,7 @@ impl BatchDesk {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DeskState> {
-        // Plain data: a panic elsewhere cannot leave it half updated.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Starts the background task on first use; wakes it otherwise.

@@ -93,6 +93,10 @@ impl Rollup {
 
     /// Adds another bucket's contents.
     pub fn merge(&mut self, other: &Rollup) {
+        if *self == Rollup::default() {
+            other.clone_into(self);
+            return;
+        }
         self.count += other.count;
         for (path, n) in &other.paths {
             match self.paths.get_mut(path) {
@@ -150,22 +154,37 @@ impl<'a> From<&'a QueuedEvent> for Counted<'a> {
 }
 
 /// The buckets a batch's events add to: four per event (its hour and day, each for its
-/// type and for all types). Each event is counted once, into its hour and type, with
-/// borrowed keys; the day and all-types buckets are merged from those hours, so the
-/// per-event cost is one lookup instead of four owned keys.
+/// type and for all types). Each event is tallied once, into its hour and type, under
+/// borrowed keys; the four buckets are then merged from those tallies, so the cost per
+/// event is one lookup and no copies.
 pub fn rollups_of<'a>(
     events: impl IntoIterator<Item = Counted<'a>>,
 ) -> BTreeMap<BucketKey, Rollup> {
-    let mut hours: HashMap<(&'a str, &'a str, i64), Rollup> = HashMap::new();
+    let mut tallies: HashMap<(&'a str, &'a str, i64), Tally<'a>> = HashMap::new();
     for e in events {
-        let start = e.timestamp - e.timestamp.rem_euclid(HOUR_MS);
-        hours
-            .entry((e.site_id, e.event_type, start))
-            .or_default()
-            .add(e.path, e.user_id);
+        let hour_start = e.timestamp - e.timestamp.rem_euclid(HOUR_MS);
+        let tally = tallies
+            .entry((e.site_id, e.event_type, hour_start))
+            .or_default();
+        tally.count += 1;
+        if let Some(path) = e.path {
+            *tally.paths.entry(path).or_default() += 1;
+        }
+        if let Some(user) = e.user_id {
+            tally.users.push(user_hash(user));
+        }
     }
     let mut buckets: BTreeMap<BucketKey, Rollup> = BTreeMap::new();
-    for ((site_id, event_type, hour_start), hour) in hours {
+    for ((site_id, event_type, hour_start), tally) in tallies {
+        let hour = Rollup {
+            count: tally.count,
+            paths: tally
+                .paths
+                .into_iter()
+                .map(|(path, n)| (path.to_owned(), n))
+                .collect(),
+            users: Sketch::from_hashes(tally.users),
+        };
         let day_start = hour_start - hour_start.rem_euclid(DAY_MS);
         for (granularity, start) in [
             (Granularity::Hour, hour_start),
@@ -183,6 +202,14 @@ pub fn rollups_of<'a>(
         }
     }
     buckets
+}
+
+/// One hour and type of a batch, before it becomes a [`Rollup`].
+#[derive(Default)]
+struct Tally<'a> {
+    count: u64,
+    paths: HashMap<&'a str, u64>,
+    users: Vec<u64>,
 }
 
 /// A piece of a stats range, in epoch milliseconds, `to` exclusive; `None` is unbounded.

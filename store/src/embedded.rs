@@ -240,35 +240,37 @@ impl EmbeddedStore {
         let Some((first, last)) = range else {
             return Ok(MoveOutcome::default());
         };
+        // Usually every claimed event is new: their rollups are worked out here, off the
+        // writer thread, and the insert need not say which rows it added.
+        let claimed_rollups = rollup::rollups_of(batch.events.iter().map(Counted::from));
         let inserted = self
             .write(move |conn, queue| {
-                let tx = conn.transaction()?;
-                // RETURNING gives the events new to `events`: exactly those count.
-                let inserted: Vec<CountedRow> = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
-                         SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
-                         ON CONFLICT(event_id) DO NOTHING
-                         RETURNING site_id, event_type, path, user_id, timestamp"
-                    ))?
-                    .query_map(params![first, last, millis(Utc::now())], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                add_to_rollups(
-                    &tx,
-                    rollup::rollups_of(inserted.iter().map(
-                        |(site_id, event_type, path, user_id, timestamp)| Counted {
-                            site_id,
-                            event_type,
-                            path: path.as_deref(),
-                            user_id: user_id.as_deref(),
-                            timestamp: *timestamp,
-                        },
-                    )),
-                )?;
+                let mut tx = conn.transaction()?;
+                let all_new = {
+                    let attempt = tx.savepoint()?;
+                    let n = attempt
+                        .prepare_cached(&format!(
+                            "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
+                             SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+                             ON CONFLICT(event_id) DO NOTHING"
+                        ))?
+                        .execute(params![first, last, millis(Utc::now())])?;
+                    // The range holds at most the claimed rows (rows only ever leave it),
+                    // so inserting as many means each claimed event was new.
+                    if n == claimed {
+                        attempt.commit()?;
+                    }
+                    n == claimed
+                    // Otherwise dropping `attempt` rolls it back.
+                };
+                let inserted = if all_new {
+                    add_to_rollups(&tx, claimed_rollups)?;
+                    claimed
+                } else {
+                    insert_new_and_count(&tx, queue, first, last)?
+                };
                 tx.commit()?;
-                Ok(inserted.len())
+                Ok(inserted)
             })
             .await?;
         let queue = self.queue.clone();
@@ -507,6 +509,36 @@ fn create_schema(conn: &Connection) -> Result<()> {
          ) WITHOUT ROWID;",
     )?;
     Ok(())
+}
+
+/// Inserts the range's events that are not in `events` yet and adds exactly those to
+/// the rollups: the path for a batch moved in part already, or holding a copy twice.
+fn insert_new_and_count(tx: &Transaction<'_>, queue: &str, first: i64, last: i64) -> Result<usize> {
+    // RETURNING gives the events new to `events`: exactly those count.
+    let inserted: Vec<CountedRow> = tx
+        .prepare_cached(&format!(
+            "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
+             SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+             ON CONFLICT(event_id) DO NOTHING
+             RETURNING site_id, event_type, path, user_id, timestamp"
+        ))?
+        .query_map(params![first, last, millis(Utc::now())], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    add_to_rollups(
+        tx,
+        rollup::rollups_of(inserted.iter().map(
+            |(site_id, event_type, path, user_id, timestamp)| Counted {
+                site_id,
+                event_type,
+                path: path.as_deref(),
+                user_id: user_id.as_deref(),
+                timestamp: *timestamp,
+            },
+        )),
+    )?;
+    Ok(inserted.len())
 }
 
 /// Adds each bucket's rollup, inside the move's transaction.

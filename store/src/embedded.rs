@@ -246,23 +246,18 @@ impl EmbeddedStore {
         let inserted = self
             .write(move |conn, queue| {
                 let mut tx = conn.transaction()?;
-                let all_new = {
-                    let attempt = tx.savepoint()?;
-                    let n = attempt
-                        .prepare_cached(&format!(
-                            "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
-                             SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
-                             ON CONFLICT(event_id) DO NOTHING"
-                        ))?
-                        .execute(params![first, last, millis(Utc::now())])?;
-                    // The range holds at most the claimed rows (rows only ever leave it),
-                    // so inserting as many means each claimed event was new.
-                    if n == claimed {
-                        attempt.commit()?;
-                    }
-                    n == claimed
-                    // Otherwise dropping `attempt` rolls it back.
-                };
+                let attempt = tx.savepoint()?;
+                let n = attempt
+                    .prepare_cached(&insert_from_queue(queue, ""))?
+                    .execute(params![first, last, millis(Utc::now())])?;
+                // The range holds at most the claimed rows (rows only ever leave it), so
+                // inserting as many means every claimed event was new.
+                let all_new = n == claimed;
+                if all_new {
+                    attempt.commit()?;
+                } else {
+                    drop(attempt); // rolls the attempt back
+                }
                 let inserted = if all_new {
                     add_to_rollups(&tx, claimed_rollups)?;
                     claimed
@@ -511,16 +506,24 @@ fn create_schema(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Copies queue rows `?1..=?2` into `events`, skipping those there already, with
+/// `processed_at` `?3`.
+fn insert_from_queue(queue: &str, returning: &str) -> String {
+    format!(
+        "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
+         SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+         ON CONFLICT(event_id) DO NOTHING {returning}"
+    )
+}
+
 /// Inserts the range's events that are not in `events` yet and adds exactly those to
 /// the rollups: the path for a batch moved in part already, or holding a copy twice.
 fn insert_new_and_count(tx: &Transaction<'_>, queue: &str, first: i64, last: i64) -> Result<usize> {
     // RETURNING gives the events new to `events`: exactly those count.
     let inserted: Vec<CountedRow> = tx
-        .prepare_cached(&format!(
-            "INSERT INTO events ({EVENT_COLUMNS}, processed_at)
-             SELECT {EVENT_COLUMNS}, ?3 FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
-             ON CONFLICT(event_id) DO NOTHING
-             RETURNING site_id, event_type, path, user_id, timestamp"
+        .prepare_cached(&insert_from_queue(
+            queue,
+            "RETURNING site_id, event_type, path, user_id, timestamp",
         ))?
         .query_map(params![first, last, millis(Utc::now())], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))

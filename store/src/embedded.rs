@@ -252,16 +252,12 @@ impl EmbeddedStore {
                     .execute(params![first, last, millis(Utc::now())])?;
                 // The range holds at most the claimed rows (rows only ever leave it), so
                 // inserting as many means every claimed event was new.
-                let all_new = n == claimed;
-                if all_new {
+                let inserted = if n == claimed {
                     attempt.commit()?;
-                } else {
-                    drop(attempt); // rolls the attempt back
-                }
-                let inserted = if all_new {
                     add_to_rollups(&tx, claimed_rollups)?;
                     claimed
                 } else {
+                    drop(attempt); // rolls the attempt back
                     insert_new_and_count(&tx, queue, first, last)?
                 };
                 tx.commit()?;

@@ -79,12 +79,7 @@ impl Rollup {
     pub fn add(&mut self, path: Option<&str>, user_id: Option<&str>) {
         self.count += 1;
         if let Some(path) = path {
-            match self.paths.get_mut(path) {
-                Some(n) => *n += 1,
-                None => {
-                    self.paths.insert(path.to_owned(), 1);
-                }
-            }
+            self.add_path(path, 1);
         }
         if let Some(user) = user_id {
             self.users.insert(user_hash(user));
@@ -99,14 +94,19 @@ impl Rollup {
         }
         self.count += other.count;
         for (path, n) in &other.paths {
-            match self.paths.get_mut(path) {
-                Some(mine) => *mine += n,
-                None => {
-                    self.paths.insert(path.clone(), *n);
-                }
-            }
+            self.add_path(path, *n);
         }
         self.users.merge(&other.users);
+    }
+
+    /// Copies the path only the first time it is seen.
+    fn add_path(&mut self, path: &str, n: u64) {
+        match self.paths.get_mut(path) {
+            Some(count) => *count += n,
+            None => {
+                self.paths.insert(path.to_owned(), n);
+            }
+        }
     }
 
     /// The answer to `/stats`: top paths by count, ties by path.

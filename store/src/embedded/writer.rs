@@ -6,9 +6,9 @@
 //! A group is whatever is waiting when the writer becomes free. Under concurrency (the
 //! last group had several requests) it also waits [`GATHER`] for more: on 2 cores that
 //! turned groups of 5 into groups of 30 and raised single-event throughput by a quarter.
-//! Since the writer threads, 100 µs does as well as 300 (30,400 against 28,700 req/s,
-//! means of seven runs each), and longer waits only cost: 600 µs gave 24,600 and
-//! 1 ms 22,300. A lone request never waits.
+//! With today's writer threads a shorter wait does better: 100 µs gave 30,400 req/s
+//! against 28,700 for 300 µs (means of seven runs each), 600 µs gave 24,600 and 1 ms
+//! 22,300. A lone request never waits.
 //!
 //! A dedicated thread rather than the blocking pool: under load the thread finds the
 //! next group already waiting and never parks, where a pool task per write costs a

@@ -1,3 +1,5 @@
+//! The client's one error type: what building a client or reading stats can fail with.
+
 use reqwest::StatusCode;
 
 /// Why building the client or a stats query failed. `track()` itself never fails.

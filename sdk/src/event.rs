@@ -1,3 +1,5 @@
+//! Building an event to track: `beacon::event("signup").path("/welcome")`.
+
 use beacon_protocol::Event;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

@@ -21,12 +21,16 @@
 //! - The `event_id` makes retries safe: the server stores each id once.
 //! - [`Client::stats`] reads `GET /stats` into the protocol's typed [`Stats`].
 
+mod builder;
 mod client;
 mod error;
 mod event;
+mod metrics;
 mod sender;
 
 pub use beacon_protocol::{DateBound, PathCount, Stats, StatsQuery};
-pub use client::{Client, ClientBuilder, Metrics};
+pub use builder::ClientBuilder;
+pub use client::Client;
 pub use error::Error;
 pub use event::{Track, event};
+pub use metrics::Metrics;

@@ -166,7 +166,7 @@ async fn post(shared: &Shared, body: Vec<u8>, deadline: Option<Instant>) -> Atte
     }
     let mut request = shared
         .http
-        .post(s.events_url.clone())
+        .post(shared.events_url.clone())
         .header(CONTENT_TYPE, "application/json")
         .timeout(timeout)
         .body(body);

@@ -9,7 +9,7 @@ use crate::limits::*;
 
 /// One analytics event, as it travels from an SDK (or `curl`) to the server.
 ///
-/// Only `site_id` and `event_type` are required, so that the seed's curl works and custom
+/// Only `site_id` and `event_type` are required, so that the README's first curl works and custom
 /// events need not invent a path. `event_id` makes retries safe: the server stores an id
 /// once, however often it is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

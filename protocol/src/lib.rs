@@ -29,7 +29,7 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// The answer to a single accepted `POST /event`, as the seed documents it.
+/// The answer to a single accepted `POST /event`: `{"status":"queued"}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Queued {
     /// Always `"queued"`.
@@ -37,7 +37,7 @@ pub struct Queued {
 }
 
 impl Queued {
-    /// The seed's `{"status":"queued"}`.
+    /// `{"status":"queued"}`.
     pub fn new() -> Self {
         Self {
             status: "queued".to_owned(),

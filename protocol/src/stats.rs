@@ -86,7 +86,7 @@ impl StatsQuery {
     }
 }
 
-/// The seed's stats answer.
+/// The answer to `GET /stats`: the API's original contract, kept exactly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Processed events in the range.

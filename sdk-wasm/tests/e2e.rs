@@ -19,9 +19,7 @@ use axum::extract::State;
 use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 use beacon_protocol::Stats;
-use beacon_server::Config;
 use beacon_store::{Backend, StoreConfig};
-use beacon_worker::WorkerConfig;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -195,13 +193,9 @@ async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
 
     // The real server with the worker inside, serving the built SDK.
     let data = tempfile::tempdir().unwrap();
-    let mut config = Config::loopback(WorkerConfig {
-        batch_size: 100,
-        poll_interval: Duration::from_millis(20),
-        store: StoreConfig::new(Backend::Embedded {
-            data_dir: data.path().to_owned(),
-        }),
-    });
+    let mut config = beacon_testkit::server_config(StoreConfig::new(Backend::Embedded {
+        data_dir: data.path().to_owned(),
+    }));
     config.sdk_dir = manifest_dir().join("pkg");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let beacon = format!("http://{}", listener.local_addr().unwrap());

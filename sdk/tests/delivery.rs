@@ -5,10 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use beacon_server::Config;
 use beacon_store::StoreConfig;
 use beacon_testkit::TestBackend;
-use beacon_worker::WorkerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -18,11 +16,8 @@ struct Server {
 }
 
 async fn start_server(store: &StoreConfig, addr: SocketAddr) -> (Server, SocketAddr) {
-    let config = Config::loopback(WorkerConfig {
-        batch_size: 200,
-        poll_interval: Duration::from_millis(20),
-        store: store.clone(),
-    });
+    let mut config = beacon_testkit::server_config(store.clone());
+    config.worker.batch_size = 200;
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

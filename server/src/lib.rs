@@ -4,19 +4,16 @@
 //!   binary and the tests call it alike.
 //! - [`app`] builds the axum router: `POST /event`, `POST /events`, `GET /stats`,
 //!   `GET /health`.
-//! - [`config`] reads the settings; `routes` holds the handlers; `ingest` gathers
-//!   concurrent requests into one write (group commit); [`error`] maps every failure to
-//!   a status and a JSON body.
+//! - `routes` holds the handlers; [`error`] maps every failure to a status and a JSON
+//!   body. The settings come from `beacon-config` ([`ServerConfig`]).
 //! - `sdk` serves the browser SDK under `/sdk/`; `cookieless` derives anonymous daily
 //!   user ids for browsers that keep none.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
 
-pub mod config;
 mod cookieless;
 pub mod error;
-mod ingest;
 mod routes;
 mod sdk;
 
@@ -39,30 +36,26 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
-pub use config::Config;
+pub use beacon_config::ServerConfig;
 
-/// What the handlers share. axum clones it for every request, so it is one `Arc`: a
-/// deep clone (three stores with their channels and handles) took about 4% of the CPU
-/// samples on the single-event path.
+/// What the handlers share. axum clones it for every request, so it is one `Arc`: one
+/// increment rather than a copy of every handle inside.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Shared>);
 
 /// The contents of [`AppState`].
 #[derive(Debug)]
 pub struct Shared {
-    /// Stats and health read the store directly.
+    /// The queue, events and stats.
     pub store: Store,
-    /// Events are written through group commit.
-    pub ingest: ingest::Ingest,
     /// Anonymous ids for cookieless batches.
     pub anonymizer: cookieless::Anonymizer,
 }
 
 impl AppState {
-    /// Starts the group-commit writers for `store`.
-    pub fn new(store: Store, config: &Config) -> Self {
+    /// The state for `store`.
+    pub fn new(store: Store, config: &ServerConfig) -> Self {
         Self(Arc::new(Shared {
-            ingest: ingest::Ingest::start(store.clone()),
             anonymizer: cookieless::Anonymizer::new(store.clone(), config.trust_proxy),
             store,
         }))
@@ -124,7 +117,7 @@ pub fn app(state: AppState, sdk_dir: &Path) -> Router {
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests and
 /// the worker's current batch.
 pub async fn run(
-    config: Config,
+    config: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {

@@ -1,8 +1,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use beacon_server::Config;
-use beacon_worker::Env;
+use beacon_config::{ServerConfig, process};
 use tokio::net::TcpListener;
 
 /// Request handling allocates many small, short-lived buffers; mimalloc serves them
@@ -12,14 +11,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = Env::load()?;
-    beacon_worker::init_tracing();
-    let config = Config::from_env(&env)?;
+    let config = ServerConfig::load().unwrap_or_else(|e| e.exit());
+    process::init_tracing();
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| bind_error(addr, &e))?;
-    beacon_server::run(config, listener, beacon_worker::shutdown_signal())
+    beacon_server::run(config, listener, process::shutdown_signal())
         .await
         .context("server failed")
 }

@@ -28,7 +28,7 @@ pub async fn post_event(
     let event = Event::from_json(&body)?;
     event.validate(now)?;
     let queued = QueuedEvent::from_event(event, now);
-    state.ingest.submit(vec![queued]).await?;
+    with_timeout(state.store.enqueue(vec![queued])).await?;
     Ok((StatusCode::ACCEPTED, Json(Queued::new())))
 }
 
@@ -70,7 +70,7 @@ pub async fn post_events(
         }
     }
     let accepted = queued.len();
-    state.ingest.submit(queued).await?;
+    with_timeout(state.store.enqueue(queued)).await?;
     Ok(Json(BatchResponse {
         accepted,
         rejected: results.len() - accepted,

@@ -1,3 +1,5 @@
+//! The store's one error type.
+
 use thiserror::Error;
 
 /// Everything the store can fail with. Callers mostly need [`StoreError::is_unavailable`]:

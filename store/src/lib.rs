@@ -1,144 +1,94 @@
 //! Beacon's storage: the queue that the server writes, the `events` that the worker moves
 //! it into, and the stats read from them, behind one API on two backends.
 //!
-//! - [`Store`] is the API. Which backend it runs on is decided once, by [`StoreConfig`],
-//!   and nothing above this crate can tell the difference.
-//! - `mongo`: MongoDB, for production and scale-out. Any number of servers and workers
+//! Where each concern lives:
+//! - [`Store`] (this file) is the whole API; which backend runs underneath is decided
+//!   once, by [`StoreConfig`] (`config`), and nothing above this crate can tell.
+//! - `record`: what crosses the API ([`QueuedEvent`], [`ClaimedBatch`], [`MoveOutcome`],
+//!   [`EventsPage`]).
+//! - `group`: group commit, for both backends. Concurrent enqueues are gathered on one
+//!   writer thread per store and written together, so a busy server makes a few large
+//!   durable writes instead of many small ones.
+//! - `rollup`: backend-independent rollups: which buckets an event adds to
+//!   (`rollup/mod.rs`), how a range splits into buckets and raw scans (`rollup/plan.rs`),
+//!   and the unique-users sketch (`rollup/sketch.rs`).
+//! - `stats`: assembles `/stats` from what a backend read for each piece of the plan.
+//! - `mongo/`: MongoDB, for production and scale-out. Any number of servers and workers
 //!   share one database; claims with leases spread batches across workers, and a batch
 //!   moves idempotently, without a multi-document transaction that a killed worker could
-//!   leave open.
-//! - `embedded`: SQLite files in a data directory, for running on a single machine
-//!   without a database server. Each batch moves in one SQLite transaction.
-//! - [`QueuedEvent`], [`ClaimedBatch`], [`MoveOutcome`]: the records that cross the API.
+//!   leave open. One file per concern; `mongo/mod.rs` says which.
+//! - `embedded/`: SQLite files in a data directory, for one machine without a database
+//!   server. Each batch moves in one SQLite transaction. Laid out like `mongo/`.
 //!
-//! Exactly-once rests on the event id: it is the key of the queue and of `events`, so
-//! enqueuing or moving the same event twice stores it once, whatever crashed in between.
+//! Exactly-once rests on the event id: it is the key of `events`, so enqueuing or moving
+//! the same event twice stores it once, whatever crashed in between.
 
+mod config;
 mod embedded;
 mod error;
+mod group;
 mod mongo;
 mod record;
-pub mod rollup;
-pub mod sketch;
-
-use std::path::PathBuf;
-use std::time::Duration;
+mod rollup;
+mod stats;
 
 use beacon_protocol::{Stats, TimeRange};
 
+pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
 pub use error::{Result, StoreError};
-pub use record::{ClaimedBatch, MoveOutcome, QueuedEvent};
+pub use record::{ClaimedBatch, EventsPage, MoveOutcome, QueuedEvent};
 
-/// Which database to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    /// A MongoDB deployment; the database is the URL's path.
-    Mongo {
-        /// The connection string. It may hold a password: never log it.
-        url: String,
-    },
-    /// A SQLite file inside this directory.
-    Embedded {
-        /// Created if missing.
-        data_dir: PathBuf,
-    },
-}
-
-/// How to open the store.
+/// The store. Cheap to clone; clones share connections and writer threads.
 #[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// The backend.
-    pub backend: Backend,
-    /// The queue's collection (or table) name, the seed's `QUEUE_NAME`.
-    pub queue_name: String,
-    /// How long a worker's claim on a batch lasts before another worker may take it over.
-    pub claim_lease: Duration,
-}
+pub struct Store(Backends);
 
-impl StoreConfig {
-    /// The defaults for `backend`: queue `events_queue`, 30 s claim lease.
-    pub fn new(backend: Backend) -> Self {
-        Self {
-            backend,
-            queue_name: DEFAULT_QUEUE_NAME.to_owned(),
-            claim_lease: Duration::from_secs(30),
-        }
-    }
-}
-
-/// The seed's queue collection name.
-pub const DEFAULT_QUEUE_NAME: &str = "events_queue";
-
-/// Checks a queue name: it becomes a collection or table name, so only plain identifiers.
-pub fn validate_queue_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name != "events";
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` must be 1 to 64 letters, digits or underscores, and not `events`"
-        ))
-    }
-}
-
-/// The store. Cheap to clone; clones share connections.
 #[derive(Debug, Clone)]
-pub enum Store {
-    /// MongoDB.
+enum Backends {
     Mongo(mongo::MongoStore),
-    /// SQLite in a data directory.
     Embedded(embedded::EmbeddedStore),
 }
 
 impl Store {
     /// Opens the store. MongoDB is connected lazily, so this succeeds while it is down;
-    /// the embedded store creates its file and tables here.
+    /// the embedded store creates its files and tables here.
     pub async fn open(config: StoreConfig) -> Result<Self> {
         validate_queue_name(&config.queue_name).map_err(StoreError::Config)?;
-        Ok(match &config.backend {
-            Backend::Mongo { url } => Self::Mongo(mongo::MongoStore::open(url, &config).await?),
+        Ok(Self(match &config.backend {
+            Backend::Mongo { url } => Backends::Mongo(mongo::MongoStore::open(url, &config).await?),
             Backend::Embedded { data_dir } => {
-                Self::Embedded(embedded::EmbeddedStore::open(data_dir, &config).await?)
+                Backends::Embedded(embedded::EmbeddedStore::open(data_dir, &config).await?)
             }
-        })
+        }))
     }
 
     /// Where the data lives, for the start-up log. Holds no credentials.
     pub fn describe(&self) -> String {
-        match self {
-            Self::Mongo(s) => s.describe(),
-            Self::Embedded(s) => s.describe(),
+        match &self.0 {
+            Backends::Mongo(s) => s.describe(),
+            Backends::Embedded(s) => s.describe(),
         }
     }
 
-    /// Whether several processes may share this store (MongoDB), as opposed to one
-    /// process owning it (embedded).
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Self::Mongo(_))
-    }
-
-    /// Creates indexes, idempotently. Fails while the database is unreachable.
+    /// Creates collections and indexes, idempotently. Fails while the database is
+    /// unreachable.
     pub async fn ensure_ready(&self) -> Result<()> {
-        match self {
-            Self::Mongo(s) => s.ensure_ready().await,
-            Self::Embedded(_) => Ok(()),
+        match &self.0 {
+            Backends::Mongo(s) => s.ensure_ready().await,
+            Backends::Embedded(_) => Ok(()),
         }
     }
 
-    /// Durably queues events. Returns once the database acknowledged the write. An event
-    /// sent twice is stored and counted once, whether the copy arrives while the first
-    /// is queued or after it moved: `events` is keyed by event id.
-    /// Takes the events by value: the embedded backend hands them to a blocking thread.
+    /// Durably queues events, sharing the write with concurrent calls (group commit).
+    /// Returns once the database acknowledged the write. An event sent twice is stored
+    /// and counted once, whether the copy arrives while the first is queued or after it
+    /// moved: `events` is keyed by event id.
     pub async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        match self {
-            Self::Mongo(s) => s.enqueue(&events).await,
-            Self::Embedded(s) => s.enqueue(events).await,
+        match &self.0 {
+            Backends::Mongo(s) => s.enqueue(events).await,
+            Backends::Embedded(s) => s.enqueue(events).await,
         }
     }
 
@@ -148,44 +98,55 @@ impl Store {
     /// dies first, when that batch's lease runs out). The server calls this when it
     /// shuts down.
     pub async fn settle(&self) {
-        if let Self::Mongo(s) = self {
+        if let Backends::Mongo(s) = &self.0 {
             s.settle().await;
         }
     }
 
     /// Claims up to `max` of the oldest unclaimed queued events for this worker.
     pub async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
-        match self {
-            Self::Mongo(s) => s.claim(max).await,
-            Self::Embedded(s) => s.claim(max).await,
+        match &self.0 {
+            Backends::Mongo(s) => s.claim(max).await,
+            Backends::Embedded(s) => s.claim(max).await,
         }
     }
 
-    /// Moves a claimed batch into `events` (stamping `processed_at`) and removes it from the
-    /// queue, atomically. Events already in `events` are not stored or counted again.
+    /// Moves a claimed batch into `events` (stamping `processed_at`), adds what was new
+    /// to the rollups, and removes the batch from the queue. Events already in `events`
+    /// are not stored or counted again.
     pub async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         if batch.is_empty() {
             return Ok(MoveOutcome::default());
         }
-        match self {
-            Self::Mongo(s) => s.move_batch(batch).await,
-            Self::Embedded(s) => s.move_batch(batch).await,
+        match &self.0 {
+            Backends::Mongo(s) => s.move_batch(batch).await,
+            Backends::Embedded(s) => s.move_batch(batch).await,
         }
     }
 
     /// Totals, unique users and top paths over processed events.
     pub async fn stats(&self, range: &TimeRange) -> Result<Stats> {
-        match self {
-            Self::Mongo(s) => s.stats(range).await,
-            Self::Embedded(s) => s.stats(range).await,
+        let parts = match &self.0 {
+            Backends::Mongo(s) => s.stats_parts(range).await?,
+            Backends::Embedded(s) => s.stats_parts(range).await?,
+        };
+        Ok(stats::assemble(parts, range.limit))
+    }
+
+    /// One page of a site's processed events, oldest first: the events after
+    /// `page.after`, up to `page.limit` of them. Pages never load more than they return.
+    pub async fn events_page(&self, page: &EventsPage) -> Result<Vec<QueuedEvent>> {
+        match &self.0 {
+            Backends::Mongo(s) => s.events_page(page).await,
+            Backends::Embedded(s) => s.events_page(page).await,
         }
     }
 
     /// Events waiting in the queue, claimed or not.
     pub async fn queue_depth(&self) -> Result<u64> {
-        match self {
-            Self::Mongo(s) => s.queue_depth().await,
-            Self::Embedded(s) => s.queue_depth().await,
+        match &self.0 {
+            Backends::Mongo(s) => s.queue_depth().await,
+            Backends::Embedded(s) => s.queue_depth().await,
         }
     }
 
@@ -196,17 +157,9 @@ impl Store {
     pub async fn daily_salt(&self, day: chrono::NaiveDate, fresh: [u8; 32]) -> Result<Vec<u8>> {
         let key = day.format("%Y-%m-%d").to_string();
         let oldest_kept = day.pred_opt().unwrap_or(day).format("%Y-%m-%d").to_string();
-        match self {
-            Self::Mongo(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
-            Self::Embedded(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
-        }
-    }
-
-    /// Processed events for one site, for tests and checks that must see raw rows.
-    pub async fn event_ids(&self, site_id: &str) -> Result<Vec<uuid::Uuid>> {
-        match self {
-            Self::Mongo(s) => s.event_ids(site_id).await,
-            Self::Embedded(s) => s.event_ids(site_id).await,
+        match &self.0 {
+            Backends::Mongo(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
+            Backends::Embedded(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
         }
     }
 }

@@ -1,11 +1,17 @@
+//! The records that cross the store's API: events as queued and stored, claimed
+//! batches, what a move did, and pages of stored events.
+
 use beacon_protocol::Event;
 use beacon_protocol::time::truncate_to_millis;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// An accepted event as it waits in the queue: the client's event plus what the server
-/// decided for it (its id, its time, when it arrived).
+use crate::{embedded, mongo};
+
+/// An accepted event as it waits in the queue (and, once moved, as it is stored): the
+/// client's event plus what the server decided for it (its id, its time, when it
+/// arrived).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuedEvent {
     /// Unique across the queue and `events`; the key of exactly-once.
@@ -47,21 +53,33 @@ impl QueuedEvent {
 /// the same events once the claim's lease runs out; moving them is idempotent regardless.
 #[derive(Debug)]
 pub struct ClaimedBatch {
-    pub(crate) token: String,
-    /// MongoDB: batches joined into this one, whose queued events still carry their own
-    /// ids. Always empty on the embedded store.
-    pub(crate) members: Vec<String>,
-    /// This worker's claim on the batch (MongoDB: the batch's `owner`).
-    pub(crate) owner: String,
-    /// When this worker's lease on the batch ends.
-    pub(crate) lease_ends: std::time::Instant,
     /// The events, oldest first.
     pub events: Vec<QueuedEvent>,
     /// Whether ready events were left behind: claim again at once rather than wait.
     pub(crate) more_waiting: bool,
+    /// The backend's hold on the events.
+    pub(crate) claim: Claim,
+}
+
+/// What a backend needs to move a batch it handed out.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// Nothing was claimed.
+    Nothing,
+    Mongo(mongo::MongoClaim),
+    Embedded(embedded::EmbeddedClaim),
 }
 
 impl ClaimedBatch {
+    /// A claim that found nothing.
+    pub(crate) fn nothing() -> Self {
+        Self {
+            events: Vec::new(),
+            more_waiting: false,
+            claim: Claim::Nothing,
+        }
+    }
+
     /// Whether there was nothing to claim.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
@@ -88,4 +106,41 @@ pub struct MoveOutcome {
     /// Events that were already in `events` (a retry or a crashed worker's batch), dropped
     /// from the queue without counting them again.
     pub duplicates: usize,
+}
+
+/// Which stored events to read: a site's, in `[from, to)`, ordered by timestamp then
+/// id, after a given one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    /// The site.
+    pub site_id: String,
+    /// Inclusive start, if any.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive end, if any.
+    pub to: Option<DateTime<Utc>>,
+    /// Continue after this event (the last of the previous page): its time and id.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// Most events in the page.
+    pub limit: usize,
+}
+
+impl EventsPage {
+    /// The first page of all of a site's events.
+    pub fn first(site_id: impl Into<String>, limit: usize) -> Self {
+        Self {
+            site_id: site_id.into(),
+            from: None,
+            to: None,
+            after: None,
+            limit,
+        }
+    }
+
+    /// The page after `page`, whose last event was `last`.
+    pub fn next(&self, last: &QueuedEvent) -> Self {
+        Self {
+            after: Some((last.timestamp, last.event_id)),
+            ..self.clone()
+        }
+    }
 }

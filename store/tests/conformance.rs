@@ -8,7 +8,7 @@ use std::time::Duration;
 use beacon_protocol::time::truncate_to_millis;
 use beacon_protocol::{DateBound, PathCount, Stats, StatsQuery};
 use beacon_store::{QueuedEvent, Store};
-use beacon_testkit::TestBackend;
+use beacon_testkit::{TestBackend, stored_ids};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
@@ -81,7 +81,7 @@ async fn enqueue_claim_move_round_trip_with_props() {
         let outcome = store.move_batch(&batch).await.unwrap();
         assert_eq!((outcome.inserted, outcome.duplicates), (1, 0), "{}", b.name);
         assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
-        assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
+        assert_eq!(stored_ids(&store, "s1").await, vec![e.event_id]);
         let stats = all_stats(&store, "s1").await;
         assert_eq!(stats.total_events, 1, "{}", b.name);
         assert_eq!(stats.unique_users, 1, "{}", b.name);
@@ -189,7 +189,7 @@ async fn a_slow_worker_whose_lease_ran_out_does_not_double_count() {
             b.name
         );
         assert_eq!(all_stats(&store, "s1").await.total_events, 11, "{}", b.name);
-        assert_eq!(store.event_ids("s1").await.unwrap().len(), 11, "{}", b.name);
+        assert_eq!(stored_ids(&store, "s1").await.len(), 11, "{}", b.name);
         assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
     }
 }
@@ -235,7 +235,7 @@ async fn concurrent_workers_move_every_event_exactly_once() {
             w.await.unwrap();
         }
         drain(&store).await;
-        let stored = store.event_ids("s1").await.unwrap();
+        let stored = stored_ids(&store, "s1").await;
         assert_eq!(
             stored.len(),
             sent.len(),
@@ -470,7 +470,7 @@ async fn a_move_cut_off_midway_is_finished_exactly_once_by_the_next_worker() {
         tokio::time::sleep(b.config.claim_lease + Duration::from_millis(50)).await;
         drain(&next).await;
         assert_eq!(next.queue_depth().await.unwrap(), 0, "cut at {cut_ms} ms");
-        assert_eq!(next.event_ids("cut").await.unwrap().len(), events.len());
+        assert_eq!(stored_ids(&next, "cut").await.len(), events.len());
         let day = start.date_naive() + TimeDelta::days(2);
         for q in [
             StatsQuery::new("cut"),
@@ -500,49 +500,15 @@ async fn embedded_data_survives_reopening() {
         assert_eq!(store.claim(10).await.unwrap().len(), 1);
     }
     let store = open(&b).await;
-    assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
+    assert_eq!(stored_ids(&store, "s1").await, vec![e.event_id]);
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     // Claims live in memory, so the next process moves it at once, not after the lease.
     assert_eq!(drain(&store).await, 1);
     assert_eq!(all_stats(&store, "s1").await.total_events, 2);
 }
 
-#[tokio::test]
-async fn an_embedded_queue_from_before_queue_db_is_moved_over_and_drained() {
-    let b = TestBackend::embedded();
-    let dir = b.data_dir().unwrap();
-    let e = event("s1", "/old", Some("u1"), Utc::now());
-    {
-        // The layout of earlier releases: the queue inside beacon.db, with claim columns.
-        let conn = rusqlite::Connection::open(dir.join("beacon.db")).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE events_queue (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
-                 site_id TEXT NOT NULL, event_type TEXT NOT NULL, path TEXT, user_id TEXT,
-                 timestamp INTEGER NOT NULL, ingested_at INTEGER NOT NULL, props TEXT,
-                 claim TEXT, claimed_until INTEGER NOT NULL DEFAULT 0)",
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO events_queue (event_id, site_id, event_type, path, user_id,
-                                       timestamp, ingested_at, claim, claimed_until)
-             VALUES (?1, 's1', 'page_view', '/old', 'u1', ?2, ?2, 'a-dead-worker', 1)",
-            rusqlite::params![e.event_id.to_string(), e.timestamp.timestamp_millis()],
-        )
-        .unwrap();
-    }
-    let store = open(&b).await;
-    assert_eq!(store.queue_depth().await.unwrap(), 1);
-    assert_eq!(drain(&store).await, 1);
-    assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
-    drop(store);
-    let store = open(&b).await; // moved over once, not again
-    assert_eq!(store.queue_depth().await.unwrap(), 0);
-    assert_eq!(all_stats(&store, "s1").await.total_events, 1);
-}
-
-/// The queue's collection on the test MongoDB, for writing what other processes (a
-/// writer that died, an earlier release) would have left there.
+/// The test MongoDB's database, for writing what other processes (a writer that died)
+/// would have left there.
 async fn raw_mongo(b: &TestBackend) -> mongodb::Database {
     let beacon_store::Backend::Mongo { url } = &b.config.backend else {
         unreachable!("a MongoDB backend");
@@ -588,27 +554,7 @@ async fn mongo_events_of_a_writer_that_died_before_releasing_wait_for_its_lease(
     assert!(store.claim(10).await.unwrap().is_empty(), "its lease holds");
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(drain(&store).await, 1);
-    assert_eq!(store.event_ids("s1").await.unwrap(), vec![e.event_id]);
-}
-
-#[tokio::test]
-async fn mongo_events_queued_without_a_batch_by_earlier_releases_are_still_moved() {
-    let Some(b) = TestBackend::mongo() else {
-        return;
-    };
-    let store = open(&b).await;
-    let old = event("s1", "/old", None, Utc::now());
-    raw_mongo(&b)
-        .await
-        .collection::<mongodb::bson::Document>(&b.config.queue_name)
-        .insert_one(raw_queue_doc(&old, mongodb::bson::Bson::Null))
-        .await
-        .unwrap();
-    let new = event("s1", "/new", None, Utc::now());
-    enqueue(&store, vec![new.clone()]).await;
-    assert_eq!(drain(&store).await, 2);
-    assert_eq!(store.queue_depth().await.unwrap(), 0);
-    assert_eq!(all_stats(&store, "s1").await.total_events, 2);
+    assert_eq!(stored_ids(&store, "s1").await, vec![e.event_id]);
 }
 
 /// A bucket records which batches were added to it only until they are finished, so

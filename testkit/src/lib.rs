@@ -9,9 +9,37 @@ mod proxy;
 
 use std::time::Duration;
 
-use beacon_store::{Backend, StoreConfig};
+use beacon_config::ServerConfig;
+use beacon_store::{Backend, EventsPage, Store, StoreConfig};
 
 pub use proxy::FaultyProxy;
+
+/// A server on 127.0.0.1 (port 0: the caller binds) on `store`, with the worker inside
+/// polling every 20 ms, and every other setting at its default.
+pub fn server_config(store: StoreConfig) -> ServerConfig {
+    let mut config = ServerConfig::defaults();
+    config.host = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.port = 0;
+    config.run_worker = true;
+    config.worker.batch_size = 100;
+    config.worker.poll_interval = Duration::from_millis(20);
+    config.worker.store = store;
+    config
+}
+
+/// The ids of every processed event of `site`, read page by page as an export would.
+pub async fn stored_ids(store: &Store, site: &str) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::new();
+    let mut page = EventsPage::first(site, 1000);
+    loop {
+        let events = store.events_page(&page).await.expect("events page");
+        ids.extend(events.iter().map(|e| e.event_id));
+        match events.last() {
+            Some(last) if events.len() == page.limit => page = page.next(last),
+            _ => return ids,
+        }
+    }
+}
 
 /// A backend for one test. Keeps its temporary directory alive as long as it lives.
 #[derive(Debug)]

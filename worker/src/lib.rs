@@ -2,21 +2,17 @@
 //! doubles an event, however often it is killed or however many run at once.
 //!
 //! - [`run`] is the loop; the `beacon-worker` binary and the single-process server both
-//!   call it.
-//! - [`config`] reads the environment, for the worker and the server alike.
+//!   call it, with settings from `beacon-config`.
 //! - [`process_batch`] is one claim-and-move, the unit the loop repeats.
 //!
 //! The safety comes from the store: claims with leases hand each batch to one worker, and
 //! a batch moves in one transaction keyed by event id (see `beacon-store`).
 
-pub mod config;
-
 use std::future::Future;
 use std::time::Duration;
 
+use beacon_config::WorkerConfig;
 use beacon_store::{Store, StoreError};
-
-pub use config::{ConfigError, Env, WorkerConfig};
 
 /// Longest pause between retries while the store is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -111,40 +107,4 @@ pub async fn wait_until_ready(store: &Store, first_pause: Duration) {
             }
         }
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM, for the binaries' graceful shutdown.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
-}
-
-/// Logs to stderr at `RUST_LOG` (default `info`), for both binaries.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }

@@ -1,15 +1,14 @@
 use anyhow::Context;
+use beacon_config::{WorkerConfig, process};
 use beacon_store::Store;
-use beacon_worker::{Env, WorkerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let env = Env::load()?;
-    beacon_worker::init_tracing();
-    let config = WorkerConfig::from_env(&env)?;
+    let config = WorkerConfig::load().unwrap_or_else(|e| e.exit());
+    process::init_tracing();
     let store = Store::open(config.store.clone())
         .await
         .context("cannot open the store")?;
-    beacon_worker::run(config, store, beacon_worker::shutdown_signal()).await;
+    beacon_worker::run(config, store, process::shutdown_signal()).await;
     Ok(())
 }

@@ -99,7 +99,7 @@ async fn killed_and_concurrent_workers_store_every_accepted_event_exactly_once()
             w.start_kill().unwrap();
             w.wait().await.unwrap();
         }
-        let stored = store.event_ids("s").await.unwrap();
+        let stored = beacon_testkit::stored_ids(&store, "s").await;
         assert_eq!(
             stored.len(),
             accepted.len(),

@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use beacon_protocol::Stats;
-use beacon_server::Config;
+use beacon_server::ServerConfig;
 use beacon_store::StoreConfig;
 use beacon_testkit::TestBackend;
-use beacon_worker::WorkerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,15 +19,10 @@ pub struct TestApp {
     handle: Option<JoinHandle<Result<(), beacon_server::ServerError>>>,
 }
 
-pub fn config(store: StoreConfig, run_worker: bool) -> Config {
-    Config {
-        run_worker,
-        ..Config::loopback(WorkerConfig {
-            batch_size: 100,
-            poll_interval: Duration::from_millis(20),
-            store,
-        })
-    }
+pub fn config(store: StoreConfig, run_worker: bool) -> ServerConfig {
+    let mut config = beacon_testkit::server_config(store);
+    config.run_worker = run_worker;
+    config
 }
 
 impl TestApp {
@@ -51,7 +45,7 @@ impl TestApp {
         }
     }
 
-    pub async fn start_with(config: Config) -> Self {
+    pub async fn start_with(config: ServerConfig) -> Self {
         let listener = TcpListener::bind(SocketAddr::new(config.host, 0))
             .await
             .unwrap();

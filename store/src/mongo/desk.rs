@@ -15,8 +15,12 @@ use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 use tokio::sync::{Notify, watch};
 
-use super::{ENQUEUER, count_bson, lease_end, released};
+use super::claim::{lease_end, released};
+use super::codec::count_bson;
 use crate::new_claim_token;
+
+/// The owner of a batch whose events are still being written.
+const ENQUEUER: &str = "enqueuer";
 
 /// Spares kept ready: one per writer task, and a few over.
 const SPARES: usize = 8;

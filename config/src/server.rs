@@ -1,0 +1,133 @@
+//! `beacon-server`'s settings.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use beacon_store::Backend;
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+
+use crate::store::StoreArgs;
+use crate::worker::{PollingArgs, WorkerConfig};
+use crate::{Args, ConfigError};
+
+/// Everything `beacon-server` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `HOST`: the address to listen on.
+    pub host: IpAddr,
+    /// `PORT`: the HTTP port.
+    pub port: u16,
+    /// `RUN_WORKER`: run the worker inside the server. On by default for the embedded
+    /// store (one process does everything), off for MongoDB (run `beacon-worker`).
+    pub run_worker: bool,
+    /// `SDK_DIR`: the browser SDK's built files, served under `/sdk/`.
+    pub sdk_dir: PathBuf,
+    /// `TRUST_PROXY`: take the client's IP from `X-Forwarded-For`.
+    pub trust_proxy: bool,
+    /// The worker's settings (for the worker inside) and the store's.
+    pub worker: WorkerConfig,
+}
+
+/// Beacon's API server: takes events over HTTP, queues them durably, and answers stats.
+/// Every setting is a flag or an environment variable (also read from .env).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "beacon-server", version, about, long_about = None)]
+struct ServerArgs {
+    /// The address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// The HTTP port. Ports below 1024 need root.
+    #[arg(long, env = "PORT", default_value_t = 1000)]
+    port: u16,
+    /// Run the worker inside the server [default: true without MONGO_URL, false with it].
+    #[arg(long, env = "RUN_WORKER", value_parser = BoolishValueParser::new())]
+    run_worker: Option<bool>,
+    /// The browser SDK's files (scripts/build-wasm writes them), served under /sdk/.
+    /// A relative path is from the working directory.
+    #[arg(long, env = "SDK_DIR", default_value = "sdk-wasm/pkg")]
+    sdk_dir: PathBuf,
+    /// Take the client's IP (for cookieless ids) from the first X-Forwarded-For address.
+    /// Turn it on only behind a reverse proxy that sets it; otherwise clients could forge it.
+    #[arg(long, env = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    trust_proxy: bool,
+    #[command(flatten)]
+    polling: PollingArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl ServerConfig {
+    /// Reads `.env`, the environment and the command line.
+    pub fn load() -> Result<Self, ConfigError> {
+        ServerArgs::load()
+    }
+
+    /// Every setting at its default, whatever the environment says: what tests and
+    /// embedders start from.
+    pub fn defaults() -> Self {
+        ServerArgs::defaults()
+    }
+}
+
+impl Args for ServerArgs {
+    type Config = ServerConfig;
+    const NAME: &'static str = "beacon-server";
+
+    fn resolve(&self) -> Result<ServerConfig, clap::Error> {
+        let store = self.store.store_config()?;
+        let embedded = matches!(store.backend, Backend::Embedded { .. });
+        Ok(ServerConfig {
+            host: self.host,
+            port: self.port,
+            run_worker: self.run_worker.unwrap_or(embedded),
+            sdk_dir: self.sdk_dir.clone(),
+            trust_proxy: self.trust_proxy,
+            worker: self.polling.resolve(store),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, clap::Error> {
+        ServerArgs::without_env(args)
+    }
+
+    #[test]
+    fn embedded_runs_the_worker_inside_mongo_does_not() {
+        let c = ServerConfig::defaults();
+        assert!(c.run_worker);
+        assert_eq!(c.port, 1000);
+        let c = parse(&["--mongo-url", "mongodb://h/db"]).unwrap();
+        assert!(!c.run_worker);
+        let c = parse(&["--mongo-url", "mongodb://h/db", "--run-worker", "yes"]).unwrap();
+        assert!(c.run_worker);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("PORT", "70000"),
+            ("HOST", "localhost:80"),
+            ("RUN_WORKER", "maybe"),
+        ] {
+            let flag = format!("--{}={value}", var.to_lowercase().replace('_', "-"));
+            let err = parse(&[&flag]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_mongo_url_error_does_not_show_the_password() {
+        let err = parse(&["--mongo-url", "postgres://user:secret@h/db"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MONGO_URL") && !err.contains("secret"),
+            "{err}"
+        );
+    }
+}

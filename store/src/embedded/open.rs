@@ -1,0 +1,125 @@
+//! Opening the data directory: connections, pragmas and the schema.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, SqliteFile};
+use crate::group::Writer;
+use crate::{Result, StoreConfig, StoreError};
+
+impl EmbeddedStore {
+    /// Creates the directory, files and tables if missing, and starts the writer threads.
+    pub(crate) async fn open(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        let dir = data_dir.to_owned();
+        let queue = config.queue_name.clone();
+        let (writer, queue_writer, reader, path) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                let queue_path = dir.join(QUEUE_FILE);
+                let queue_writer = connect(&queue_path)?;
+                create_queue_table(&queue_writer, &queue)?;
+                let path = dir.join(DB_FILE);
+                let writer = connect(&path)?;
+                create_schema(&writer)?;
+                attach_queue(&writer, &queue_path)?;
+                let reader = connect(&path)?;
+                attach_queue(&reader, &queue_path)?;
+                Ok((writer, queue_writer, reader, path))
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let queue: Arc<str> = config.queue_name.as_str().into();
+        let file = |conn| SqliteFile {
+            conn,
+            queue: Arc::clone(&queue),
+        };
+        Ok(Self {
+            writer: Writer::start("beacon-events", file(writer))?,
+            queue_writer: Writer::start("beacon-queue", file(queue_writer))?,
+            reader: Arc::new(Mutex::new(reader)),
+            claims: Arc::default(),
+            path: path.into(),
+            queue: Arc::clone(&queue),
+            claim_lease: config.claim_lease,
+        })
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL lets stats read while the worker writes; FULL makes every commit durable.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "SQLite did not switch to WAL mode");
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+/// The columns after `event_id` that the queue and `events` share.
+const EVENT_FIELDS: &str = "site_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    path TEXT,
+    user_id TEXT,
+    timestamp INTEGER NOT NULL,
+    ingested_at INTEGER NOT NULL,
+    props TEXT";
+
+/// The queue, in `queue.db`. No unique index on `event_id`: a copy sent twice is
+/// dropped when moved, as `events` is keyed by it. Claims are kept in memory.
+fn create_queue_table(conn: &Connection, queue: &str) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS \"{queue}\" (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             event_id TEXT NOT NULL,
+             {EVENT_FIELDS}
+         );"
+    ))?;
+    Ok(())
+}
+
+/// Makes `queue.db` readable as `q` from a `beacon.db` connection.
+fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
+    conn.execute("ATTACH DATABASE ?1 AS q", [queue_path.to_string_lossy()])?;
+    conn.execute_batch("PRAGMA q.synchronous = FULL;")?;
+    Ok(())
+}
+
+/// `events`, the salts and the rollups, in `beacon.db`.
+fn create_schema(conn: &Connection) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS events (
+             event_id TEXT PRIMARY KEY,
+             {EVENT_FIELDS},
+             processed_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);
+         CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS rollups (
+             site_id TEXT NOT NULL,
+             granularity TEXT NOT NULL,
+             event_type TEXT NOT NULL,
+             start INTEGER NOT NULL,
+             count INTEGER NOT NULL,
+             users BLOB NOT NULL,
+             PRIMARY KEY (site_id, granularity, event_type, start)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS rollup_paths (
+             site_id TEXT NOT NULL,
+             granularity TEXT NOT NULL,
+             event_type TEXT NOT NULL,
+             start INTEGER NOT NULL,
+             path TEXT NOT NULL,
+             count INTEGER NOT NULL,
+             PRIMARY KEY (site_id, granularity, event_type, start, path)
+         ) WITHOUT ROWID;"
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The queue: enqueueing (the group-commit sink, on the queue's writer thread), claims
+//! and the queue's depth.
+//!
+//! A claim is a range of queue rows above every live claim, or a live claim whose lease
+//! ran out, taken over whole. Claims live in memory: one process owns the file, and
+//! after a restart every queued event is unclaimed again, which is safe because moving
+//! is idempotent. Claiming is then a read, and costs the writers nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+
+use super::codec::{EVENT_COLUMNS, props_json, read_event};
+use super::{EmbeddedStore, SqliteFile};
+use crate::group::Sink;
+use crate::record::Claim;
+use crate::{ClaimedBatch, QueuedEvent, Result, lock, millis, new_claim_token};
+
+/// A worker's claim: queue rows `first..=last` (by `seq`), until its lease ends.
+#[derive(Debug)]
+pub(super) struct RangeClaim {
+    pub(super) first: i64,
+    pub(super) last: i64,
+    until: Instant,
+}
+
+/// The key of a live claim, which the batch carries.
+#[derive(Debug)]
+pub(crate) struct EmbeddedClaim {
+    pub(super) token: String,
+}
+
+impl Sink for SqliteFile {
+    /// With dedicated writer threads, 100 µs did best on 2 cores (BENCHMARKS.md).
+    const GATHER: Duration = Duration::from_micros(100);
+
+    /// One transaction, one fsync.
+    fn write(&mut self, events: &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO \"{}\" ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                self.queue
+            ))?;
+            for e in events {
+                insert.execute(params![
+                    e.event_id.to_string(),
+                    e.site_id,
+                    e.event_type,
+                    e.path,
+                    e.user_id,
+                    millis(e.timestamp),
+                    millis(e.ingested_at),
+                    props_json(e)?,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl EmbeddedStore {
+    /// Queues `events` through the queue's writer thread (group commit).
+    pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
+        self.queue_writer.enqueue(events).await
+    }
+
+    /// Claims the oldest unclaimed events (see the module doc).
+    pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
+        let token = new_claim_token();
+        let claims = Arc::clone(&self.claims);
+        let lease = self.claim_lease;
+        let claim_token = token.clone();
+        let events = self
+            .read(move |conn, queue| {
+                // Held while reading, so that two claims cannot pick the same rows.
+                let mut claims = lock(&claims);
+                let now = Instant::now();
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT seq, {EVENT_COLUMNS} FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+                     ORDER BY seq LIMIT ?3"
+                ))?;
+                let rows = loop {
+                    let expired = claims.iter().find(|(_, c)| c.until <= now);
+                    let expired = expired.map(|(token, _)| token.clone());
+                    let taken_over = expired.and_then(|token| claims.remove(&token));
+                    let (first, last, limit) = match &taken_over {
+                        Some(old) => (old.first, old.last, i64::MAX),
+                        None => {
+                            let above = claims.values().map(|c| c.last).max().unwrap_or(0);
+                            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+                            (above.saturating_add(1), i64::MAX, limit)
+                        }
+                    };
+                    let rows = stmt
+                        .query_map(params![first, last, limit], |row| {
+                            Ok((row.get::<_, i64>(0)?, read_event(row, 1)))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    // An expired claim whose rows are all moved is just dropped.
+                    if !(rows.is_empty() && taken_over.is_some()) {
+                        break rows;
+                    }
+                };
+                if let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) {
+                    let claim = RangeClaim {
+                        first: *first,
+                        last: *last,
+                        until: now + lease,
+                    };
+                    claims.insert(claim_token, claim);
+                }
+                rows.into_iter().map(|(_, e)| e).collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        if events.is_empty() {
+            return Ok(ClaimedBatch::nothing());
+        }
+        Ok(ClaimedBatch {
+            more_waiting: events.len() >= max,
+            events,
+            claim: Claim::Embedded(EmbeddedClaim { token }),
+        })
+    }
+
+    pub(crate) async fn queue_depth(&self) -> Result<u64> {
+        self.read(|conn, queue| {
+            let n: i64 =
+                conn.query_row(&format!("SELECT COUNT(*) FROM q.\"{queue}\""), [], |r| {
+                    r.get(0)
+                })?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+}

@@ -1,0 +1,171 @@
+//! Records to and from BSON documents, rollup path keys, and the error codes Beacon
+//! tells apart.
+
+use chrono::Utc;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, DateTime as BsonDateTime, Document, doc};
+use mongodb::error::ErrorKind;
+use uuid::Uuid;
+
+use crate::{QueuedEvent, Result, StoreError, from_millis, millis};
+
+/// A write that found its `_id` taken.
+const DUPLICATE_KEY: i32 = 11000;
+/// `create` of a collection that exists.
+pub(super) const NAMESPACE_EXISTS: i32 = 48;
+
+pub(super) fn bson_time(t: chrono::DateTime<Utc>) -> BsonDateTime {
+    BsonDateTime::from_millis(millis(t))
+}
+
+pub(super) fn count_field(d: &Document, field: &str) -> u64 {
+    d.get(field).map_or(0, count_of)
+}
+
+pub(super) fn count_of(value: &Bson) -> u64 {
+    match value {
+        Bson::Int32(n) => u64::try_from(*n).unwrap_or(0),
+        Bson::Int64(n) => u64::try_from(*n).unwrap_or(0),
+        Bson::Double(n) => *n as u64,
+        _ => 0,
+    }
+}
+
+pub(super) fn count_bson(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(super) fn binary(bytes: Vec<u8>) -> Binary {
+    Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    }
+}
+
+/// A single write (or upsert) that lost a race to insert the same `_id`.
+pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        _ => command_code(e) == Some(DUPLICATE_KEY),
+    }
+}
+
+pub(super) fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match &*e.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+pub(super) fn duplicate_count(e: &mongodb::error::Error) -> usize {
+    match &*e.kind {
+        ErrorKind::InsertMany(err) => err.write_errors.as_ref().map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+/// True when every write error of an insert is a duplicate key: those events are already
+/// queued, which is what the caller wanted.
+pub(super) fn only_duplicate_keys(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::InsertMany(err) => {
+            err.write_concern_error.is_none()
+                && err
+                    .write_errors
+                    .as_ref()
+                    .is_some_and(|errs| errs.iter().all(|w| w.code == DUPLICATE_KEY))
+        }
+        _ => false,
+    }
+}
+
+pub(super) fn to_queue_doc(e: &QueuedEvent) -> Document {
+    let mut d = doc! {
+        "_id": e.event_id.to_string(),
+        "site_id": &e.site_id,
+        "event_type": &e.event_type,
+        "path": e.path.as_deref().map_or(Bson::Null, Bson::from),
+        "user_id": e.user_id.as_deref().map_or(Bson::Null, Bson::from),
+        "timestamp": bson_time(e.timestamp),
+        "ingested_at": bson_time(e.ingested_at),
+        "batch": Bson::Null, // not in a batch yet
+    };
+    if let Some(props) = &e.props {
+        // A JSON object always converts to a BSON document.
+        if let Ok(Bson::Document(p)) = Bson::try_from(serde_json::Value::Object(props.clone())) {
+            d.insert("props", p);
+        }
+    }
+    d
+}
+
+pub(super) fn from_doc(d: &Document) -> Result<QueuedEvent> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("queue document lacks {what}: {d}"));
+    let opt_str = |k: &str| d.get_str(k).ok().map(str::to_owned);
+    Ok(QueuedEvent {
+        event_id: d
+            .get_str("_id")
+            .ok()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| corrupt("_id"))?,
+        site_id: opt_str("site_id").ok_or_else(|| corrupt("site_id"))?,
+        event_type: opt_str("event_type").ok_or_else(|| corrupt("event_type"))?,
+        path: opt_str("path"),
+        user_id: opt_str("user_id"),
+        timestamp: d
+            .get_datetime("timestamp")
+            .map_err(|_| corrupt("timestamp"))
+            .and_then(|t| from_millis(t.timestamp_millis()))?,
+        ingested_at: d
+            .get_datetime("ingested_at")
+            .map_err(|_| corrupt("ingested_at"))
+            .and_then(|t| from_millis(t.timestamp_millis()))?,
+        props: match d.get_document("props") {
+            Ok(p) => match Bson::Document(p.clone()).into_relaxed_extjson() {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            },
+            Err(_) => None,
+        },
+    })
+}
+
+/// Percent-encodes the characters MongoDB does not allow in field names (`.` and a
+/// leading `$`), and `%` itself, so a path can be a key of the `paths` map.
+pub(super) fn path_key(path: &str) -> String {
+    let mut key = String::with_capacity(path.len() + 1);
+    key.push('p');
+    for c in path.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '.' => key.push_str("%2E"),
+            '$' => key.push_str("%24"),
+            c => key.push(c),
+        }
+    }
+    key
+}
+
+/// Reverses [`path_key`].
+pub(super) fn path_from_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix('p')?;
+    Some(
+        rest.replace("%2E", ".")
+            .replace("%24", "$")
+            .replace("%25", "%"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_keys_round_trip() {
+        for p in ["/a.b/$c%2E", "", "/", "$x", "%"] {
+            let key = path_key(p);
+            assert!(!key.contains('.') && !key.starts_with('$'));
+            assert_eq!(path_from_key(&key).unwrap(), p);
+        }
+    }
+}

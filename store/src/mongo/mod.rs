@@ -1,0 +1,110 @@
+//! The MongoDB backend.
+//!
+//! The queue is a collection (`QUEUE_NAME`) keyed by event id. Events arrive in
+//! batches: each group commit writes its events stamped with a batch held by this
+//! process (id, holder, lease in `batches`), which is then released. A worker claims the
+//! oldest released batches, up to `BATCH_SIZE` events, and holds the first under a lease
+//! with the others joined to it as members (their events keep their labels; the members
+//! lose their own leases). Claiming therefore reads and writes only the small `batches`
+//! collection, never searches or rewrites the queue, however deep it is. If a holder
+//! dies, another worker takes its batch over, members and all, once the lease runs out.
+//!
+//! Moving a batch uses no multi-document transaction, and every step is idempotent:
+//!
+//! 1. insert the events into `events` (keyed by event id), each stamped with the batch;
+//!    an event already there belongs to whichever batch inserted it first;
+//! 2. add the events that belong to this batch to their rollup buckets. Each bucket
+//!    update is one compare-and-set on the bucket's version, which also records the
+//!    batch id in `applied`, so a batch is added to a bucket at most once;
+//! 3. delete the batch's events from the queue, then its members and itself.
+//!
+//! A worker killed anywhere loses nothing and counts nothing twice: the next owner redoes
+//! the steps, and each finds its work done. A worker checks its lease in the database
+//! before step 2 and renews it while it works, stops as soon as another has taken the
+//! batch over, and sends a bucket update only while its lease holds. A worker that takes
+//! the batch over changes the bucket's version before it can finish, so no stale update
+//! lands after that. The batch document is deleted only by its current owner, and once it
+//! is gone nobody can apply the batch again, so the next update of each bucket drops its
+//! `applied` entry: buckets stay small however long the worker runs.
+//!
+//! Files, one concern each:
+//! - `open`: client options, collections and indexes;
+//! - `queue`: enqueueing (the group-commit sink) and the queue's depth; `desk` records
+//!   held batches ahead of need and releases written ones in bulk, after the answer;
+//! - `claim`: claims, leases and taking over a stopped worker's batch;
+//! - `moves`: the three steps above;
+//! - `rollups`: the compare-and-set of one bucket;
+//! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
+//! - `salts`: the cookieless daily salts;
+//! - `codec`: documents to and from records, and error codes.
+
+mod claim;
+mod codec;
+mod desk;
+mod moves;
+mod open;
+mod queue;
+mod rollups;
+mod salts;
+mod stats;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mongodb::Collection;
+use mongodb::bson::Document;
+
+use crate::group::Writer;
+use crate::{Result, StoreError};
+
+pub(crate) use claim::MongoClaim;
+
+const EVENTS: &str = "events";
+const SALTS: &str = "salts";
+const ROLLUPS: &str = "rollups";
+const BATCHES: &str = "batches";
+
+/// A MongoDB database holding the queue and `events`.
+#[derive(Debug, Clone)]
+pub struct MongoStore {
+    queue: Collection<Document>,
+    events: Collection<Document>,
+    salts: Collection<Document>,
+    rollups: Collection<Document>,
+    batches: Collection<Document>,
+    description: Arc<str>,
+    claim_lease: Duration,
+    /// Set once collections and indexes exist. Until then writes are refused, so that no
+    /// insert creates a collection implicitly while another client runs `createIndexes`
+    /// (SecantusDB deadlocks on that race; mongod merely builds indexes on live data).
+    ready: Arc<AtomicBool>,
+    /// Group commit: the thread that writes the queue.
+    writer: Writer<queue::QueueSink>,
+    /// Batches for group commits, recorded ahead and released after the answer.
+    desk: Arc<desk::BatchDesk>,
+    /// Batches this process moved lately, oldest first: their `applied` entries can go.
+    finished: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl MongoStore {
+    pub(crate) fn describe(&self) -> String {
+        self.description.to_string()
+    }
+
+    fn check_ready(&self) -> Result<()> {
+        check_ready(&self.ready)
+    }
+}
+
+/// Refuses writes until collections and indexes exist (see [`MongoStore::ready`]).
+fn check_ready(ready: &AtomicBool) -> Result<()> {
+    if ready.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(
+            "collections and indexes are not created yet".to_owned(),
+        ))
+    }
+}

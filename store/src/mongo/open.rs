@@ -1,0 +1,107 @@
+//! Connecting: client options, and the collections and indexes created at start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mongodb::bson::doc;
+use mongodb::options::{ClientOptions, WriteConcern};
+use mongodb::{Client, IndexModel};
+
+use super::codec::{NAMESPACE_EXISTS, command_code};
+use super::desk::BatchDesk;
+use super::queue::QueueSink;
+use super::{BATCHES, EVENTS, MongoStore, ROLLUPS, SALTS};
+use crate::group::Writer;
+use crate::{Result, StoreConfig, StoreError};
+
+/// How long an operation waits for a reachable server before the caller gets a 503.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One process creates collections and indexes one at a time.
+static DDL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl MongoStore {
+    /// Sets up the client; connects lazily, so this succeeds while MongoDB is down.
+    pub(crate) async fn open(url: &str, config: &StoreConfig) -> Result<Self> {
+        let mut options = ClientOptions::parse(url)
+            .await
+            .map_err(|e| StoreError::Config(format!("MONGO_URL cannot be parsed: {e}")))?;
+        options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        options.connect_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        options.app_name.get_or_insert_with(|| "beacon".to_owned());
+        // Acknowledged means journaled: a queued event survives a database restart.
+        options.write_concern = Some(WriteConcern::builder().journal(true).build());
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "beacon".to_owned());
+        let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+        let client = Client::with_options(options)?;
+        let db = client.database(&database);
+        let ready = Arc::new(AtomicBool::new(false));
+        let desk = BatchDesk::new(db.collection(BATCHES), config.claim_lease);
+        let queue = db.collection(&config.queue_name);
+        let sink = QueueSink::new(queue.clone(), Arc::clone(&desk), Arc::clone(&ready));
+        Ok(Self {
+            queue,
+            events: db.collection(EVENTS),
+            salts: db.collection(SALTS),
+            rollups: db.collection(ROLLUPS),
+            batches: db.collection(BATCHES),
+            description: format!(
+                "MongoDB database `{database}` on {} (queue `{}`)",
+                hosts.join(","),
+                config.queue_name
+            )
+            .into(),
+            claim_lease: config.claim_lease,
+            ready,
+            writer: Writer::start("beacon-queue", sink)?,
+            desk,
+            finished: Arc::default(),
+        })
+    }
+
+    /// Creates the collections and indexes, once per process.
+    pub(crate) async fn ensure_ready(&self) -> Result<()> {
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _ddl = DDL.lock().await;
+        let db = self.queue.namespace().db;
+        let database = self.queue.client().database(&db);
+        for name in [
+            self.queue.name(),
+            self.events.name(),
+            self.salts.name(),
+            self.rollups.name(),
+            self.batches.name(),
+        ] {
+            match database.create_collection(name).await {
+                Ok(()) => {}
+                Err(e) if command_code(&e) == Some(NAMESPACE_EXISTS) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let indexes = [
+            (&self.queue, doc! { "batch": 1 }),
+            (
+                &self.events,
+                doc! { "site_id": 1, "timestamp": 1, "_id": 1 },
+            ),
+            (
+                &self.rollups,
+                doc! { "site_id": 1, "granularity": 1, "event_type": 1, "start": 1 },
+            ),
+            (&self.batches, doc! { "until": 1 }),
+        ];
+        for (collection, keys) in indexes {
+            collection
+                .create_index(IndexModel::builder().keys(keys).build())
+                .await?;
+        }
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! Reads for `/stats` (the buckets and raw events of each piece of the plan) and pages
+//! of stored events.
+
+use beacon_protocol::TimeRange;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
+
+use super::MongoStore;
+use super::codec::{bson_time, count_field, count_of, from_doc, path_from_key};
+use crate::rollup::Rollup;
+use crate::rollup::plan::{self, Piece};
+use crate::rollup::sketch::Sketch;
+use crate::stats::Part;
+use crate::{EventsPage, QueuedEvent, Result};
+
+impl MongoStore {
+    /// What each piece of the range's plan holds.
+    pub(crate) async fn stats_parts(&self, range: &TimeRange) -> Result<Vec<Part>> {
+        let event_type = plan::bucket_type(range);
+        let mut parts = Vec::new();
+        for piece in plan::plan(range) {
+            parts.push(match piece {
+                Piece::Buckets {
+                    granularity,
+                    from,
+                    to,
+                } => {
+                    let mut start = Document::new();
+                    if let Some(from) = from {
+                        start.insert("$gte", from);
+                    }
+                    if let Some(to) = to {
+                        start.insert("$lt", to);
+                    }
+                    let mut filter = doc! {
+                        "site_id": &range.site_id,
+                        "granularity": granularity.code(),
+                        "event_type": event_type,
+                    };
+                    if !start.is_empty() {
+                        filter.insert("start", start);
+                    }
+                    Part::Buckets(self.read_buckets(filter).await?)
+                }
+                Piece::Raw { from, to } => {
+                    let mut filter = doc! {
+                        "site_id": &range.site_id,
+                        "timestamp": {
+                            "$gte": BsonDateTime::from_millis(from),
+                            "$lt": BsonDateTime::from_millis(to),
+                        },
+                    };
+                    if !event_type.is_empty() {
+                        filter.insert("event_type", event_type);
+                    }
+                    let rows: Vec<Document> = self
+                        .events
+                        .find(filter)
+                        .projection(doc! { "path": 1, "user_id": 1 })
+                        .await?
+                        .try_collect()
+                        .await?;
+                    let opt = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
+                    Part::Raw(
+                        rows.iter()
+                            .map(|d| (opt(d, "path"), opt(d, "user_id")))
+                            .collect(),
+                    )
+                }
+            });
+        }
+        Ok(parts)
+    }
+
+    /// The buckets matching `filter`, merged.
+    async fn read_buckets(&self, filter: Document) -> Result<Rollup> {
+        let mut total = Rollup::default();
+        let mut cursor = self
+            .rollups
+            .find(filter)
+            .projection(doc! { "count": 1, "paths": 1, "users": 1 })
+            .await?;
+        while let Some(d) = cursor.try_next().await? {
+            total.count += count_field(&d, "count");
+            if let Ok(paths) = d.get_document("paths") {
+                for (key, n) in paths {
+                    if let Some(path) = path_from_key(key) {
+                        *total.paths.entry(path).or_default() += count_of(n);
+                    }
+                }
+            }
+            let users = d.get_binary_generic("users").map_or(&[][..], Vec::as_slice);
+            total.users.merge(&Sketch::from_bytes(users)?);
+        }
+        Ok(total)
+    }
+
+    /// One page of a site's events, by timestamp then id.
+    pub(crate) async fn events_page(&self, page: &EventsPage) -> Result<Vec<QueuedEvent>> {
+        let mut filter = doc! { "site_id": &page.site_id };
+        let mut time = Document::new();
+        if let Some(from) = page.from {
+            time.insert("$gte", bson_time(from));
+        }
+        if let Some(to) = page.to {
+            time.insert("$lt", bson_time(to));
+        }
+        if !time.is_empty() {
+            filter.insert("timestamp", time);
+        }
+        if let Some((at, id)) = page.after {
+            let at = bson_time(at);
+            filter.insert(
+                "$or",
+                vec![
+                    Bson::Document(doc! { "timestamp": { "$gt": at } }),
+                    Bson::Document(doc! { "timestamp": at, "_id": { "$gt": id.to_string() } }),
+                ],
+            );
+        }
+        self.events
+            .find(filter)
+            .sort(doc! { "timestamp": 1, "_id": 1 })
+            .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .map(from_doc)
+            .collect()
+    }
+}

@@ -77,6 +77,14 @@ struct Args {
     /// Distinct users in seed mode.
     #[arg(long, default_value_t = 200_000)]
     users: u64,
+    /// Seed mode: give every event a path of its own, `/d/<N + i>`, instead of one of
+    /// `--paths`: the long tail of a big site, or a flood of junk paths.
+    #[arg(long)]
+    distinct_from: Option<u64>,
+    /// Seed mode: put every event in one hour (the one that started two hours ago)
+    /// instead of spreading them over `--days`.
+    #[arg(long)]
+    one_hour: bool,
     /// Seed mode: pause sending while the server's queue holds more than this many
     /// events, so a slow worker is not buried (default: never pause).
     #[arg(long)]
@@ -188,8 +196,15 @@ async fn seed(args: &Args, http: &reqwest::Client) {
     const BATCH: u64 = 1000;
     let total_events = args.events;
     let base = args.url.trim_end_matches('/').to_owned();
+    const HOUR_MS: i64 = 3_600_000;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let span_ms = (args.days * 24 * 3600 * 1000) as i64;
+    let (end_ms, span_ms) = if args.one_hour {
+        let hour = now_ms - now_ms.rem_euclid(HOUR_MS) - HOUR_MS;
+        (hour + HOUR_MS - 1, HOUR_MS - 1)
+    } else {
+        (now_ms, (args.days * 24 * 3600 * 1000) as i64)
+    };
+    let distinct_from = args.distinct_from;
     let next = Arc::new(AtomicU64::new(0));
     let queued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -211,11 +226,15 @@ async fn seed(args: &Args, http: &reqwest::Client) {
                     }
                     let batch: Vec<_> = (first..(first + BATCH).min(total))
                         .map(|i| {
-                            let at = now_ms - span_ms + (i as i128 * span_ms as i128 / total as i128) as i64;
+                            let at = end_ms - span_ms + (i as i128 * span_ms as i128 / total as i128) as i64;
+                            let path = match distinct_from {
+                                Some(from) => format!("/d/{}", from + i),
+                                None => format!("/page/{}", (i * 7919) % paths),
+                            };
                             serde_json::json!({
                                 "site_id": site,
                                 "event_type": if i.is_multiple_of(5) { "click" } else { "page_view" },
-                                "path": format!("/page/{}", (i * 7919) % paths),
+                                "path": path,
                                 "user_id": format!("user{}", (i * 104_729) % users),
                                 "timestamp": at,
                                 "event_id": uuid::Uuid::now_v7(),

@@ -91,9 +91,15 @@ pub async fn get_stats(
 }
 
 /// `GET /health`: 200 once the store is ready (reachable, indexes created), 503 otherwise.
+/// `"degraded"` rather than `"ok"` while events sit in `dead_letters`: the database
+/// refused them for good, and someone should look.
 pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let depth = with_timeout(state.store.queue_depth()).await?;
-    Ok(Json(json!({ "status": "ok", "queue_depth": depth })))
+    let dead = with_timeout(state.store.dead_letters()).await?;
+    let status = if dead > 0 { "degraded" } else { "ok" };
+    Ok(Json(
+        json!({ "status": status, "queue_depth": depth, "dead_letters": dead }),
+    ))
 }
 
 /// Any other route.

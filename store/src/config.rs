@@ -44,7 +44,17 @@ impl StoreConfig {
 pub const DEFAULT_QUEUE_NAME: &str = "events_queue";
 
 /// Collection and table names of Beacon's own, which the queue cannot take.
-pub const RESERVED_NAMES: &[&str] = &["events", "rollups", "salts", "batches"];
+pub const RESERVED_NAMES: &[&str] = &[
+    "events",
+    "rollups",
+    "salts",
+    "batches",
+    "values",
+    "dead_letters",
+    "meta",
+    "dict",
+    "rollup_dims",
+];
 
 /// Checks a queue name: it becomes a collection or table name, so only plain identifiers,
 /// and none of Beacon's own.

@@ -55,6 +55,26 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether SQLite refused the data itself, so that retrying the same write can never
+    /// succeed: a constraint, a value too big. Such events go to `dead_letters` rather
+    /// than blocking the queue. (MongoDB says so per document; see `mongo::moves`.)
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Sqlite(e) if sqlite_refused(e))
+    }
+}
+
+/// Whether SQLite refused the data itself (see [`StoreError::is_permanent`]).
+pub(crate) fn sqlite_refused(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.code,
+            rusqlite::ErrorCode::ConstraintViolation
+                | rusqlite::ErrorCode::TooBig
+                | rusqlite::ErrorCode::TypeMismatch
+        )
+    )
 }
 
 /// The store's result type.

@@ -32,6 +32,8 @@ mod record;
 mod rollup;
 mod stats;
 
+use std::collections::HashMap;
+
 use beacon_protocol::{Stats, TimeRange};
 
 pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
@@ -126,11 +128,21 @@ impl Store {
 
     /// Totals, unique users and top paths over processed events.
     pub async fn stats(&self, range: &TimeRange) -> Result<Stats> {
-        let parts = match &self.0 {
-            Backends::Mongo(s) => s.stats_parts(range).await?,
-            Backends::Embedded(s) => s.stats_parts(range).await?,
+        let (parts, keys) = match &self.0 {
+            Backends::Mongo(s) => (s.stats_parts(range).await?, s.keys()?),
+            Backends::Embedded(s) => (s.stats_parts(range).await?, s.keys()?),
         };
-        Ok(stats::assemble(parts, range.limit))
+        let assembled = stats::assemble(parts, &keys);
+        let wanted = assembled.wanted_texts(range.limit);
+        let texts = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            match &self.0 {
+                Backends::Mongo(s) => s.value_texts(&wanted).await?,
+                Backends::Embedded(s) => s.value_texts(&wanted).await?,
+            }
+        };
+        Ok(assembled.into_stats(range.limit, texts))
     }
 
     /// One page of a site's processed events, oldest first: the events after
@@ -139,6 +151,14 @@ impl Store {
         match &self.0 {
             Backends::Mongo(s) => s.events_page(page).await,
             Backends::Embedded(s) => s.events_page(page).await,
+        }
+    }
+
+    /// Events the database refused for good, kept in `dead_letters` with the error.
+    pub async fn dead_letters(&self) -> Result<u64> {
+        match &self.0 {
+            Backends::Mongo(s) => s.dead_letters().await,
+            Backends::Embedded(s) => s.dead_letters().await,
         }
     }
 

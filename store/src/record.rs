@@ -106,6 +106,8 @@ pub struct MoveOutcome {
     /// Events that were already in `events` (a retry or a crashed worker's batch), dropped
     /// from the queue without counting them again.
     pub duplicates: usize,
+    /// Events the database refused for good, moved to `dead_letters` with the error.
+    pub dead_lettered: usize,
 }
 
 /// Which stored events to read: a site's, in `[from, to)`, ordered by timestamp then

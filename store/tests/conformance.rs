@@ -5,63 +5,19 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use beacon_protocol::time::truncate_to_millis;
 use beacon_protocol::{DateBound, PathCount, Stats, StatsQuery};
-use beacon_store::{QueuedEvent, Store};
-use beacon_testkit::{TestBackend, stored_ids};
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use beacon_store::QueuedEvent;
+use beacon_testkit::TestBackend;
+use beacon_testkit::store::{all_stats, drain, enqueue, open, page_view as event, stored_ids};
+use chrono::{TimeDelta, TimeZone, Utc};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
-fn event(site: &str, path: &str, user: Option<&str>, ts: DateTime<Utc>) -> QueuedEvent {
-    QueuedEvent {
-        event_id: Uuid::now_v7(),
-        site_id: site.into(),
-        event_type: "page_view".into(),
-        path: Some(path.into()),
-        user_id: user.map(Into::into),
-        timestamp: truncate_to_millis(ts),
-        ingested_at: truncate_to_millis(Utc::now()),
-        props: None,
-    }
-}
-
 /// A lease for cases whose claim joins several batches: on MongoDB a claim that outlives
 /// its lease gives up before joining, and 300 ms is short on a loaded test machine.
 const JOINING_LEASE: Duration = Duration::from_secs(1);
-
-async fn open(backend: &TestBackend) -> Store {
-    let store = Store::open(backend.config.clone()).await.unwrap();
-    store.ensure_ready().await.unwrap();
-    store
-}
-
-/// Queues, then waits until workers can claim them: MongoDB releases each group
-/// commit's batch in the background, after `enqueue` returns.
-async fn enqueue(store: &Store, events: Vec<QueuedEvent>) {
-    store.enqueue(events).await.unwrap();
-    store.settle().await;
-}
-
-async fn drain(store: &Store) -> usize {
-    let mut moved = 0;
-    loop {
-        let batch = store.claim(100).await.unwrap();
-        if batch.is_empty() {
-            return moved;
-        }
-        moved += store.move_batch(&batch).await.unwrap().inserted;
-    }
-}
-
-async fn all_stats(store: &Store, site: &str) -> Stats {
-    store
-        .stats(&StatsQuery::new(site).resolve().unwrap())
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn enqueue_claim_move_round_trip_with_props() {
@@ -90,7 +46,8 @@ async fn enqueue_claim_move_round_trip_with_props() {
 
 #[tokio::test]
 async fn the_same_event_enqueued_twice_is_stored_once() {
-    for b in TestBackend::all() {
+    for mut b in TestBackend::all() {
+        b.config.claim_lease = JOINING_LEASE;
         let store = open(&b).await;
         let e = event("s1", "/a", None, Utc::now());
         enqueue(&store, vec![e.clone()]).await;
@@ -107,7 +64,8 @@ async fn the_same_event_enqueued_twice_is_stored_once() {
 
 #[tokio::test]
 async fn claims_are_oldest_first_and_exclusive() {
-    for b in TestBackend::all() {
+    for mut b in TestBackend::all() {
+        b.config.claim_lease = JOINING_LEASE;
         let store = open(&b).await;
         let events: Vec<_> = (0..5)
             .map(|i| {

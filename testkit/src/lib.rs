@@ -6,13 +6,15 @@
 //! (set by `scripts/test`), where a missing MongoDB fails the test instead.
 
 mod proxy;
+pub mod store;
 
 use std::time::Duration;
 
 use beacon_config::ServerConfig;
-use beacon_store::{Backend, EventsPage, Store, StoreConfig};
+use beacon_store::{Backend, StoreConfig};
 
 pub use proxy::FaultyProxy;
+pub use store::stored_ids;
 
 /// A server on 127.0.0.1 (port 0: the caller binds) on `store`, with the worker inside
 /// polling every 20 ms, and every other setting at its default.
@@ -25,20 +27,6 @@ pub fn server_config(store: StoreConfig) -> ServerConfig {
     config.worker.poll_interval = Duration::from_millis(20);
     config.worker.store = store;
     config
-}
-
-/// The ids of every processed event of `site`, read page by page as an export would.
-pub async fn stored_ids(store: &Store, site: &str) -> Vec<uuid::Uuid> {
-    let mut ids = Vec::new();
-    let mut page = EventsPage::first(site, 1000);
-    loop {
-        let events = store.events_page(&page).await.expect("events page");
-        ids.extend(events.iter().map(|e| e.event_id));
-        match events.last() {
-            Some(last) if events.len() == page.limit => page = page.next(last),
-            _ => return ids,
-        }
-    }
 }
 
 /// A backend for one test. Keeps its temporary directory alive as long as it lives.

@@ -26,6 +26,8 @@ pub struct BatchReport {
     pub inserted: usize,
     /// Events that were already stored (a retry or a crashed worker's batch).
     pub duplicates: usize,
+    /// Events the database refused for good, now in `dead_letters`.
+    pub dead_lettered: usize,
     /// Whether ready events were left behind, so the next claim should come at once.
     pub more_waiting: bool,
 }
@@ -41,12 +43,14 @@ pub async fn process_batch(store: &Store, batch_size: usize) -> Result<BatchRepo
     tracing::debug!(
         inserted = outcome.inserted,
         duplicates = outcome.duplicates,
+        dead_lettered = outcome.dead_lettered,
         "batch moved"
     );
     Ok(BatchReport {
         claimed: batch.len(),
         inserted: outcome.inserted,
         duplicates: outcome.duplicates,
+        dead_lettered: outcome.dead_lettered,
         more_waiting: batch.more_waiting(),
     })
 }

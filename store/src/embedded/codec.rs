@@ -38,3 +38,8 @@ pub(super) fn read_event(row: &Row<'_>, first: usize) -> Result<QueuedEvent> {
             .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
     })
 }
+
+/// A value id as SQLite stores it: the same 64 bits, as a signed integer.
+pub(super) fn sql_id(id: u64) -> i64 {
+    i64::from_le_bytes(id.to_le_bytes())
+}

@@ -5,7 +5,8 @@
 //! enqueue survives a crash or power loss, and stats reads run beside writes. Each file
 //! has its own writer thread (`crate::group`), so enqueues never wait on the worker's
 //! moves, and the queue's thread commits concurrent enqueues together. Reads run on the
-//! blocking pool with a third connection, which sees the queue as `q`.
+//! blocking pool with a small pool of connections, which see the queue as `q`: stats,
+//! health and the worker's claims never wait on one another (WAL allows many readers).
 //!
 //! A claim is a range of queue rows, held in memory: one process owns the files. Moving
 //! a batch is one transaction in `beacon.db` (insert what is not yet in `events`, add
@@ -33,10 +34,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
 use crate::group::Writer;
-use crate::{Result, StoreError, lock};
+use crate::rollup::hash::Keys;
+use crate::{Result, StoreError};
+
+/// Read connections to `beacon.db`, with `queue.db` attached as `q`.
+type Readers = r2d2::Pool<SqliteConnectionManager>;
 
 pub(crate) use queue::EmbeddedClaim;
 
@@ -53,7 +59,9 @@ pub struct EmbeddedStore {
     /// Writes `queue.db`: enqueues (group commit), and deleting moved rows.
     queue_writer: Writer<SqliteFile>,
     /// Reads `beacon.db`, with `queue.db` attached as `q`.
-    reader: Arc<Mutex<Connection>>,
+    readers: Readers,
+    /// The keys of user and value hashes.
+    keys: Keys,
     /// Live claims by token.
     claims: Arc<Mutex<HashMap<String, queue::RangeClaim>>>,
     // Shared, not copied: the server clones the store for every request.
@@ -88,18 +96,24 @@ impl EmbeddedStore {
             .await
     }
 
-    /// Runs `f` with the read connection on the blocking pool.
+    /// Runs `f` with a read connection on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let connection = Arc::clone(&self.reader);
+        let readers = self.readers.clone();
         let queue = self.queue.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&connection);
+            let mut conn = readers
+                .get()
+                .map_err(|e| StoreError::Unavailable(format!("no free read connection: {e}")))?;
             f(&mut conn, &queue)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    pub(crate) fn keys(&self) -> Result<Keys> {
+        Ok(self.keys)
     }
 }

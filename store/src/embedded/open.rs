@@ -1,21 +1,28 @@
 //! Opening the data directory: connections, pragmas and the schema.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, params};
 
-use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, SqliteFile};
+use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
 use crate::group::Writer;
+use crate::rollup::hash::{self, Keys};
 use crate::{Result, StoreConfig, StoreError};
+
+/// Read connections: stats, health and claims each take one, so none waits on another.
+const READERS: u32 = 4;
+/// Longest wait for a free read connection.
+const READER_WAIT: Duration = Duration::from_secs(5);
 
 impl EmbeddedStore {
     /// Creates the directory, files and tables if missing, and starts the writer threads.
     pub(crate) async fn open(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
         let dir = data_dir.to_owned();
         let queue = config.queue_name.clone();
-        let (writer, queue_writer, reader, path) =
+        let (writer, queue_writer, readers, path, keys) =
             tokio::task::spawn_blocking(move || -> Result<_> {
                 std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
                     path: dir.display().to_string(),
@@ -28,9 +35,9 @@ impl EmbeddedStore {
                 let writer = connect(&path)?;
                 create_schema(&writer)?;
                 attach_queue(&writer, &queue_path)?;
-                let reader = connect(&path)?;
-                attach_queue(&reader, &queue_path)?;
-                Ok((writer, queue_writer, reader, path))
+                let keys = install_keys(&writer)?;
+                let readers = readers(path.clone(), queue_path)?;
+                Ok((writer, queue_writer, readers, path, keys))
             })
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
@@ -42,7 +49,8 @@ impl EmbeddedStore {
         Ok(Self {
             writer: Writer::start("beacon-events", file(writer))?,
             queue_writer: Writer::start("beacon-queue", file(queue_writer))?,
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
+            keys,
             claims: Arc::default(),
             path: path.into(),
             queue: Arc::clone(&queue),
@@ -85,6 +93,35 @@ fn create_queue_table(conn: &Connection, queue: &str) -> Result<()> {
     Ok(())
 }
 
+/// A pool of connections to `beacon.db` with `queue.db` attached, for reads.
+fn readers(path: PathBuf, queue_path: PathBuf) -> Result<Readers> {
+    let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute("ATTACH DATABASE ?1 AS q", [queue_path.to_string_lossy()])?;
+        Ok(())
+    });
+    r2d2::Pool::builder()
+        .max_size(READERS)
+        .min_idle(Some(1))
+        .connection_timeout(READER_WAIT)
+        .build(manager)
+        .map_err(|e| StoreError::Task(format!("cannot open read connections: {e}")))
+}
+
+/// The install's secret, created on first open: the keys of its hashes.
+fn install_keys(conn: &Connection) -> Result<Keys> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('install_secret', ?1)",
+        params![hash::new_secret().to_vec()],
+    )?;
+    let stored: Vec<u8> = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'install_secret'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(Keys::from_secret(&hash::secret_from_bytes(&stored)?))
+}
+
 /// Makes `queue.db` readable as `q` from a `beacon.db` connection.
 fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
     conn.execute("ATTACH DATABASE ?1 AS q", [queue_path.to_string_lossy()])?;
@@ -92,7 +129,8 @@ fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `events`, the salts and the rollups, in `beacon.db`.
+/// `events`, the salts, the rollups, the values dictionary, dead letters and the
+/// install's secret, in `beacon.db`.
 fn create_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS events (
@@ -111,15 +149,23 @@ fn create_schema(conn: &Connection) -> Result<()> {
              users BLOB NOT NULL,
              PRIMARY KEY (site_id, granularity, event_type, start)
          ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS rollup_paths (
+         CREATE TABLE IF NOT EXISTS rollup_dims (
              site_id TEXT NOT NULL,
              granularity TEXT NOT NULL,
              event_type TEXT NOT NULL,
              start INTEGER NOT NULL,
-             path TEXT NOT NULL,
-             count INTEGER NOT NULL,
-             PRIMARY KEY (site_id, granularity, event_type, start, path)
-         ) WITHOUT ROWID;"
+             dim TEXT NOT NULL,
+             summary BLOB NOT NULL,
+             PRIMARY KEY (site_id, granularity, event_type, start, dim)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS dict (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS dead_letters (
+             event_id TEXT PRIMARY KEY,
+             {EVENT_FIELDS},
+             error TEXT NOT NULL,
+             failed_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
     ))?;
     Ok(())
 }

@@ -1,25 +1,27 @@
-//! Adding a batch to its rollup buckets, inside the move's transaction.
-
-use std::collections::BTreeMap;
+//! Adding a batch to its rollup buckets and its values to the dictionary, inside the
+//! move's transaction.
+//!
+//! A bucket is a row of `rollups` (count and users) and a row of `rollup_dims` per
+//! dimension (its top values), each read, merged and written back: a bounded amount of
+//! work per bucket, however many distinct values the bucket has seen.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::codec::sql_id;
 use crate::Result;
 use crate::rollup::sketch::Sketch;
-use crate::rollup::{BucketKey, Rollup};
+use crate::rollup::topk::TopK;
+use crate::rollup::{BucketKey, Contribution};
 
-/// Adds each bucket's rollup, inside the move's transaction.
-pub(super) fn add_to_rollups(
-    tx: &Transaction<'_>,
-    buckets: BTreeMap<BucketKey, Rollup>,
-) -> Result<()> {
-    for (key, delta) in buckets {
-        let pk = params![
-            key.site_id,
-            key.granularity.code(),
-            key.event_type,
-            key.start
-        ];
+/// Adds `contribution` to its buckets and records its values' texts.
+pub(super) fn add_to_rollups(tx: &Transaction<'_>, contribution: Contribution) -> Result<()> {
+    let mut add_value =
+        tx.prepare_cached("INSERT OR IGNORE INTO dict (id, value) VALUES (?1, ?2)")?;
+    for (id, value) in &contribution.values {
+        add_value.execute(params![sql_id(*id), value])?;
+    }
+    for (key, delta) in contribution.buckets {
+        let pk = bucket_params(&key);
         let stored: Option<(i64, Vec<u8>)> = tx
             .prepare_cached(
                 "SELECT count, users FROM rollups
@@ -37,29 +39,37 @@ pub(super) fn add_to_rollups(
             "INSERT OR REPLACE INTO rollups (site_id, granularity, event_type, start, count, users)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![
-            key.site_id,
-            key.granularity.code(),
-            key.event_type,
-            key.start,
-            count,
-            users.to_bytes()
-        ])?;
-        let mut add_path = tx.prepare_cached(
-            "INSERT INTO rollup_paths (site_id, granularity, event_type, start, path, count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT DO UPDATE SET count = count + excluded.count",
-        )?;
-        for (path, n) in delta.paths {
-            add_path.execute(params![
-                key.site_id,
-                key.granularity.code(),
-                key.event_type,
-                key.start,
-                path,
-                i64::try_from(n).unwrap_or(i64::MAX)
-            ])?;
+        .execute(params![pk.0, pk.1, pk.2, pk.3, count, users.to_bytes()])?;
+        for (dim, top) in &delta.dims {
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached(
+                    "SELECT summary FROM rollup_dims WHERE site_id = ?1 AND granularity = ?2
+                     AND event_type = ?3 AND start = ?4 AND dim = ?5",
+                )?
+                .query_row(params![pk.0, pk.1, pk.2, pk.3, dim], |r| r.get(0))
+                .optional()?;
+            let mut summary = match stored {
+                Some(bytes) => TopK::from_bytes(&bytes)?,
+                None => TopK::default(),
+            };
+            summary.merge(top);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO rollup_dims
+                 (site_id, granularity, event_type, start, dim, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![pk.0, pk.1, pk.2, pk.3, dim, summary.to_bytes()])?;
         }
     }
     Ok(())
+}
+
+/// A bucket's key columns: site, granularity, type, start.
+fn bucket_params(key: &BucketKey) -> (&str, &'static str, &str, i64) {
+    (
+        &key.site_id,
+        key.granularity.code(),
+        &key.event_type,
+        key.start,
+    )
 }

@@ -1,14 +1,18 @@
 //! Reads for `/stats` (the buckets and raw events of each piece of the plan, in one
-//! snapshot) and pages of stored events.
+//! snapshot, and the texts of the top values), pages of stored events, and the count of
+//! dead letters.
+
+use std::collections::HashMap;
 
 use beacon_protocol::TimeRange;
 use rusqlite::{Transaction, params};
 
 use super::EmbeddedStore;
-use super::codec::{EVENT_COLUMNS, read_event};
-use crate::rollup::Rollup;
+use super::codec::{EVENT_COLUMNS, read_event, sql_id};
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
+use crate::rollup::topk::TopK;
+use crate::rollup::{PATH, Rollup};
 use crate::stats::Part;
 use crate::{EventsPage, QueuedEvent, Result, millis};
 
@@ -55,6 +59,32 @@ impl EmbeddedStore {
         .await
     }
 
+    /// The texts of value ids, from the dictionary.
+    pub(crate) async fn value_texts(&self, ids: &[u64]) -> Result<HashMap<u64, String>> {
+        let ids = ids.to_vec();
+        self.read(move |conn, _| {
+            let mut stmt = conn.prepare_cached("SELECT value FROM dict WHERE id = ?1")?;
+            let mut texts = HashMap::with_capacity(ids.len());
+            for id in ids {
+                let mut rows = stmt.query([sql_id(id)])?;
+                if let Some(row) = rows.next()? {
+                    texts.insert(id, row.get(0)?);
+                }
+            }
+            Ok(texts)
+        })
+        .await
+    }
+
+    /// Events the database refused for good.
+    pub(crate) async fn dead_letters(&self) -> Result<u64> {
+        self.read(|conn, _| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     /// One page of a site's events, by timestamp then id.
     pub(crate) async fn events_page(&self, page: &EventsPage) -> Result<Vec<QueuedEvent>> {
         let page = page.clone();
@@ -86,7 +116,8 @@ impl EmbeddedStore {
     }
 }
 
-/// The buckets of one site, granularity and type whose start is in `[from, to)`, merged.
+/// The buckets of one site, granularity and type whose start is in `[from, to)`, merged
+/// (with their top paths, the one dimension `/stats` reads).
 fn read_buckets(
     tx: &Transaction<'_>,
     (site_id, granularity, event_type, from, to): (&str, &str, &str, i64, i64),
@@ -106,12 +137,19 @@ fn read_buckets(
             .merge(&Sketch::from_bytes(&row.get::<_, Vec<u8>>(1)?)?);
     }
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT path, SUM(count) FROM rollup_paths WHERE {bucket_filter} GROUP BY path"
+        "SELECT summary FROM rollup_dims WHERE {bucket_filter} AND dim = ?6"
     ))?;
-    let mut rows = stmt.query(args)?;
+    let mut rows = stmt.query(params![
+        site_id,
+        granularity,
+        event_type,
+        from,
+        to,
+        PATH.name
+    ])?;
+    let paths = total.dims.entry(PATH.name).or_default();
     while let Some(row) = rows.next()? {
-        let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
-        *total.paths.entry(row.get(0)?).or_default() += n;
+        paths.merge_unbounded(&TopK::from_bytes(&row.get::<_, Vec<u8>>(0)?)?);
     }
     Ok(total)
 }

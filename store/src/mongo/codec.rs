@@ -1,5 +1,5 @@
-//! Records to and from BSON documents, rollup path keys, and the error codes Beacon
-//! tells apart.
+//! Records to and from BSON documents, value ids, and the error codes Beacon tells
+//! apart.
 
 use chrono::Utc;
 use mongodb::bson::spec::BinarySubtype;
@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::{QueuedEvent, Result, StoreError, from_millis, millis};
 
-/// A write that found its `_id` taken.
-const DUPLICATE_KEY: i32 = 11000;
+/// A write that found a unique key taken (the `_id`'s, or another unique index's).
+pub(super) const DUPLICATE_KEY: i32 = 11000;
 /// `create` of a collection that exists.
 pub(super) const NAMESPACE_EXISTS: i32 = 48;
 
@@ -22,7 +22,19 @@ pub(super) fn count_field(d: &Document, field: &str) -> u64 {
     d.get(field).map_or(0, count_of)
 }
 
-pub(super) fn count_of(value: &Bson) -> u64 {
+/// A value id as stored: the same 64 bits, as BSON's signed integer.
+pub(super) fn bson_id(id: u64) -> Bson {
+    Bson::Int64(i64::from_le_bytes(id.to_le_bytes()))
+}
+
+/// Reads a value id stored by [`bson_id`] from a document's `_id`.
+pub(super) fn id_of(d: &Document) -> Option<u64> {
+    d.get_i64("_id")
+        .ok()
+        .map(|id| u64::from_le_bytes(id.to_le_bytes()))
+}
+
+fn count_of(value: &Bson) -> u64 {
     match value {
         Bson::Int32(n) => u64::try_from(*n).unwrap_or(0),
         Bson::Int64(n) => u64::try_from(*n).unwrap_or(0),
@@ -57,11 +69,38 @@ pub(super) fn command_code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-pub(super) fn duplicate_count(e: &mongodb::error::Error) -> usize {
+/// The indexes of the documents an `insert_many` found there already.
+pub(super) fn duplicate_indexes(e: &mongodb::error::Error) -> std::collections::HashSet<usize> {
     match &*e.kind {
-        ErrorKind::InsertMany(err) => err.write_errors.as_ref().map_or(0, Vec::len),
-        _ => 0,
+        ErrorKind::InsertMany(err) => err
+            .write_errors
+            .iter()
+            .flatten()
+            .filter(|w| w.code == DUPLICATE_KEY)
+            .map(|w| w.index)
+            .collect(),
+        _ => std::collections::HashSet::new(),
     }
+}
+
+/// The documents an unordered `insert_many` refused, by index, with the code and
+/// message of each; or the error itself when it was not about single documents (the
+/// database unreachable, a write concern not met), which a retry may cure.
+pub(super) fn refused_documents(e: mongodb::error::Error) -> Result<Vec<(usize, i32, String)>> {
+    let refused = match &*e.kind {
+        ErrorKind::InsertMany(err) if err.write_concern_error.is_none() => err
+            .write_errors
+            .as_ref()
+            .filter(|errors| !errors.is_empty())
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|w| (w.index, w.code, w.message.clone()))
+                    .collect()
+            }),
+        _ => None,
+    };
+    refused.ok_or_else(|| e.into())
 }
 
 /// True when every write error of an insert is a duplicate key: those events are already
@@ -128,44 +167,4 @@ pub(super) fn from_doc(d: &Document) -> Result<QueuedEvent> {
             Err(_) => None,
         },
     })
-}
-
-/// Percent-encodes the characters MongoDB does not allow in field names (`.` and a
-/// leading `$`), and `%` itself, so a path can be a key of the `paths` map.
-pub(super) fn path_key(path: &str) -> String {
-    let mut key = String::with_capacity(path.len() + 1);
-    key.push('p');
-    for c in path.chars() {
-        match c {
-            '%' => key.push_str("%25"),
-            '.' => key.push_str("%2E"),
-            '$' => key.push_str("%24"),
-            c => key.push(c),
-        }
-    }
-    key
-}
-
-/// Reverses [`path_key`].
-pub(super) fn path_from_key(key: &str) -> Option<String> {
-    let rest = key.strip_prefix('p')?;
-    Some(
-        rest.replace("%2E", ".")
-            .replace("%24", "$")
-            .replace("%25", "%"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_keys_round_trip() {
-        for p in ["/a.b/$c%2E", "", "/", "$x", "%"] {
-            let key = path_key(p);
-            assert!(!key.contains('.') && !key.starts_with('$'));
-            assert_eq!(path_from_key(&key).unwrap(), p);
-        }
-    }
 }

@@ -12,10 +12,13 @@
 //! Moving a batch uses no multi-document transaction, and every step is idempotent:
 //!
 //! 1. insert the events into `events` (keyed by event id), each stamped with the batch;
-//!    an event already there belongs to whichever batch inserted it first;
-//! 2. add the events that belong to this batch to their rollup buckets. Each bucket
-//!    update is one compare-and-set on the bucket's version, which also records the
-//!    batch id in `applied`, so a batch is added to a bucket at most once;
+//!    an event already there belongs to whichever batch inserted it first. An event the
+//!    database refuses for good (validation, size, another unique index) goes to
+//!    `dead_letters` with the error instead, so that it never holds back the others;
+//! 2. record the texts of the batch's values in the `values` dictionary, then add the
+//!    events that belong to this batch to their rollup buckets. Each bucket update is one
+//!    compare-and-set on the bucket's version, which also records the batch id in
+//!    `applied`, so a batch is added to a bucket at most once;
 //! 3. delete the batch's events from the queue, then its members and itself.
 //!
 //! A worker killed anywhere loses nothing and counts nothing twice: the next owner redoes
@@ -28,14 +31,14 @@
 //! `applied` entry: buckets stay small however long the worker runs.
 //!
 //! Files, one concern each:
-//! - `open`: client options, collections and indexes;
+//! - `open`: client options, collections and indexes, and the install's secret;
 //! - `queue`: enqueueing (the group-commit sink) and the queue's depth; `desk` records
 //!   held batches ahead of need and releases written ones in bulk, after the answer;
 //! - `claim`: claims, leases and taking over a stopped worker's batch;
-//! - `moves`: the three steps above;
+//! - `moves`: the three steps above, and dead letters;
 //! - `rollups`: the compare-and-set of one bucket;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
-//! - `salts`: the cookieless daily salts;
+//! - `salts`: the cookieless daily salts and the install's secret;
 //! - `codec`: documents to and from records, and error codes.
 
 mod claim;
@@ -48,15 +51,16 @@ mod rollups;
 mod salts;
 mod stats;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mongodb::Collection;
 use mongodb::bson::Document;
 
 use crate::group::Writer;
+use crate::rollup::hash::Keys;
 use crate::{Result, StoreError};
 
 pub(crate) use claim::MongoClaim;
@@ -65,6 +69,9 @@ const EVENTS: &str = "events";
 const SALTS: &str = "salts";
 const ROLLUPS: &str = "rollups";
 const BATCHES: &str = "batches";
+const VALUES: &str = "values";
+const DEAD_LETTERS: &str = "dead_letters";
+const META: &str = "meta";
 
 /// A MongoDB database holding the queue and `events`.
 #[derive(Debug, Clone)]
@@ -74,6 +81,15 @@ pub struct MongoStore {
     salts: Collection<Document>,
     rollups: Collection<Document>,
     batches: Collection<Document>,
+    /// The values dictionary: each value's text, by id.
+    values: Collection<Document>,
+    dead_letters: Collection<Document>,
+    meta: Collection<Document>,
+    /// The keys of user and value hashes, read from `meta` when the store gets ready.
+    keys: Arc<OnceLock<Keys>>,
+    /// Value ids known to be in the dictionary, so that a move need not ask. Cleared
+    /// when full, to stay bounded.
+    known_values: Arc<Mutex<HashSet<u64>>>,
     description: Arc<str>,
     claim_lease: Duration,
     /// Set once collections and indexes exist. Until then writes are refused, so that no
@@ -95,6 +111,14 @@ impl MongoStore {
 
     fn check_ready(&self) -> Result<()> {
         check_ready(&self.ready)
+    }
+
+    /// The keys of user and value hashes, once the store is ready.
+    pub(crate) fn keys(&self) -> Result<Keys> {
+        self.keys
+            .get()
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable("the store is not ready yet".to_owned()))
     }
 }
 

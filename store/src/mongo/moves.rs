@@ -1,14 +1,18 @@
-//! Moving a claimed batch: the three idempotent steps of the module doc.
+//! Moving a claimed batch: the three idempotent steps of the module doc, with dead
+//! letters and the values dictionary.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use futures::TryStreamExt;
 use futures::future::try_join_all;
-use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
 use super::claim::{MongoClaim, labels};
-use super::codec::{duplicate_count, only_duplicate_keys, to_queue_doc};
+use super::codec::{
+    DUPLICATE_KEY, bson_id, duplicate_indexes, id_of, only_duplicate_keys, refused_documents,
+    to_queue_doc,
+};
 use crate::record::Claim;
 use crate::rollup::{self, BucketKey, Rollup};
 use crate::{ClaimedBatch, MoveOutcome, Result, StoreError};
@@ -18,11 +22,14 @@ use crate::{ClaimedBatch, MoveOutcome, Result, StoreError};
 const REMEMBERED_FINISHED: usize = 1024;
 /// Rollup buckets updated at once: each is its own document, so they never conflict.
 const ROLLUPS_AT_ONCE: usize = 8;
+/// Most value ids a process remembers as being in the dictionary.
+const KNOWN_VALUES: usize = 100_000;
 
 impl MongoStore {
     /// Inserts the events, adds this batch's to the rollups, deletes the batch.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         self.check_ready()?;
+        let keys = self.keys()?;
         let Claim::Mongo(claim) = &batch.claim else {
             return Err(StoreError::Config(
                 "a batch claimed elsewhere was moved on MongoDB".to_owned(),
@@ -39,47 +46,27 @@ impl MongoStore {
                 d
             })
             .collect();
-        let duplicates = match self.events.insert_many(docs).ordered(false).await {
-            Ok(_) => 0,
-            Err(e) if only_duplicate_keys(&e) => duplicate_count(&e),
-            Err(e) => return Err(e.into()),
+        let refused = match self.events.insert_many(docs).ordered(false).await {
+            Ok(_) => Vec::new(),
+            Err(e) => refused_documents(e)?,
         };
+        let (ours, duplicates, dead) = self.sort_refused(batch, &claim.batch, refused).await?;
         let outcome = MoveOutcome {
-            inserted: batch.len() - duplicates,
+            inserted: batch.len() - duplicates - dead.len(),
             duplicates,
+            dead_lettered: dead.len(),
         };
-        // Ours are the events this batch inserted, now or in an earlier attempt: all of
-        // them when none was there already.
-        let ours: Option<HashSet<String>> = if duplicates == 0 {
-            None
-        } else {
-            let ids: Vec<String> = batch
-                .events
-                .iter()
-                .map(|e| e.event_id.to_string())
-                .collect();
-            Some(
-                self.events
-                    .find(doc! { "_id": { "$in": &ids }, "batch": &claim.batch })
-                    .projection(doc! { "_id": 1 })
-                    .await?
-                    .try_collect::<Vec<Document>>()
-                    .await?
-                    .iter()
-                    .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
-                    .collect(),
-            )
-        };
-        let buckets = rollup::rollups_of(
+        self.dead_letter(batch, &claim.batch, &dead).await?;
+        let contribution = rollup::rollups_of(
+            &keys,
             batch
                 .events
                 .iter()
-                .filter(|e| {
-                    ours.as_ref()
-                        .is_none_or(|ours| ours.contains(&e.event_id.to_string()))
-                })
-                .map(rollup::Counted::from),
+                .enumerate()
+                .filter(|(i, _)| ours.contains(i))
+                .map(|(_, e)| rollup::Counted::from(e)),
         );
+        self.record_values(&contribution.values).await?;
         // Checked in the database, not only by the clock: a batch moved already (by a
         // retry, or by a worker whose lease ran out) must not be added again.
         let mut lease_ends = claim.lease_ends;
@@ -87,7 +74,7 @@ impl MongoStore {
             tracing::warn!(batch = %claim.batch, "the batch was taken over or moved already; leaving it");
             return Ok(outcome);
         }
-        let buckets: Vec<(BucketKey, Rollup)> = buckets.into_iter().collect();
+        let buckets: Vec<(BucketKey, Rollup)> = contribution.buckets.into_iter().collect();
         for some in buckets.chunks(ROLLUPS_AT_ONCE) {
             let held =
                 self.keep_lease(claim, &mut lease_ends).await?
@@ -107,6 +94,141 @@ impl MongoStore {
             .await?;
         self.finish(claim).await?;
         Ok(outcome)
+    }
+
+    /// Sorts the documents `events` refused: a duplicate of an id stored already is a
+    /// copy (this batch's own if an earlier attempt of it stored it); anything else,
+    /// a duplicate on another unique index included, is refused for good. Answers the
+    /// indexes of the events this batch counts, how many were copies, and the dead
+    /// (index and error).
+    async fn sort_refused(
+        &self,
+        batch: &ClaimedBatch,
+        label: &str,
+        refused: Vec<(usize, i32, String)>,
+    ) -> Result<(HashSet<usize>, usize, Vec<(usize, String)>)> {
+        let mut ours: HashSet<usize> = (0..batch.len()).collect();
+        if refused.is_empty() {
+            return Ok((ours, 0, Vec::new()));
+        }
+        let maybe_stored: Vec<String> = refused
+            .iter()
+            .filter(|(_, code, _)| *code == DUPLICATE_KEY)
+            .filter_map(|(i, _, _)| batch.events.get(*i))
+            .map(|e| e.event_id.to_string())
+            .collect();
+        let stored: HashMap<String, bool> = if maybe_stored.is_empty() {
+            HashMap::new()
+        } else {
+            self.events
+                .find(doc! { "_id": { "$in": &maybe_stored } })
+                .projection(doc! { "_id": 1, "batch": 1 })
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await?
+                .iter()
+                .filter_map(|d| {
+                    let id = d.get_str("_id").ok()?.to_owned();
+                    Some((id, d.get_str("batch").ok() == Some(label)))
+                })
+                .collect()
+        };
+        let mut duplicates = 0;
+        let mut dead = Vec::new();
+        for (i, code, message) in refused {
+            ours.remove(&i);
+            let id = batch.events.get(i).map(|e| e.event_id.to_string());
+            match id.and_then(|id| stored.get(&id).copied()) {
+                Some(mine) if code == DUPLICATE_KEY => {
+                    duplicates += 1;
+                    if mine {
+                        ours.insert(i);
+                    }
+                }
+                _ => dead.push((i, message)),
+            }
+        }
+        Ok((ours, duplicates, dead))
+    }
+
+    /// Keeps the events refused for good in `dead_letters`, with their error, and logs
+    /// each the first time.
+    async fn dead_letter(
+        &self,
+        batch: &ClaimedBatch,
+        label: &str,
+        dead: &[(usize, String)],
+    ) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let failed_at = BsonDateTime::now();
+        let docs: Vec<Document> = dead
+            .iter()
+            .filter_map(|(i, error)| {
+                let mut d = to_queue_doc(batch.events.get(*i)?);
+                d.insert("batch", label);
+                d.insert("error", error);
+                d.insert("failed_at", failed_at);
+                Some(d)
+            })
+            .collect();
+        let already = match self.dead_letters.insert_many(docs).ordered(false).await {
+            Ok(_) => HashSet::new(),
+            Err(e) if only_duplicate_keys(&e) => duplicate_indexes(&e),
+            Err(e) => return Err(e.into()),
+        };
+        for (n, (i, error)) in dead.iter().enumerate() {
+            if let (false, Some(e)) = (already.contains(&n), batch.events.get(*i)) {
+                tracing::error!(event_id = %e.event_id, error, "the database refused an event for good: it is in dead_letters");
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the texts of `values` that the dictionary lacks into it. Ids this process
+    /// knows to be there are not asked about.
+    async fn record_values(&self, values: &HashMap<u64, String>) -> Result<()> {
+        let unknown: Vec<(u64, &String)> = {
+            let known = crate::lock(&self.known_values);
+            values
+                .iter()
+                .filter(|(id, _)| !known.contains(id))
+                .map(|(id, text)| (*id, text))
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Bson> = unknown.iter().map(|(id, _)| bson_id(*id)).collect();
+        let present: HashSet<u64> = self
+            .values
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .filter_map(id_of)
+            .collect();
+        let missing: Vec<Document> = unknown
+            .iter()
+            .filter(|(id, _)| !present.contains(id))
+            .map(|(id, text)| doc! { "_id": bson_id(*id), "v": text.as_str() })
+            .collect();
+        if !missing.is_empty() {
+            match self.values.insert_many(missing).ordered(false).await {
+                Ok(_) => {}
+                Err(e) if only_duplicate_keys(&e) => {} // another worker was first
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut known = crate::lock(&self.known_values);
+        if known.len() + unknown.len() > KNOWN_VALUES {
+            known.clear();
+        }
+        known.extend(unknown.iter().map(|(id, _)| *id));
+        Ok(())
     }
 
     /// Forgets the batch, and remembers it as finished, if it is still ours: a worker

@@ -11,8 +11,10 @@ use mongodb::{Client, IndexModel};
 use super::codec::{NAMESPACE_EXISTS, command_code};
 use super::desk::BatchDesk;
 use super::queue::QueueSink;
-use super::{BATCHES, EVENTS, MongoStore, ROLLUPS, SALTS};
+use super::salts::first_stored;
+use super::{BATCHES, DEAD_LETTERS, EVENTS, META, MongoStore, ROLLUPS, SALTS, VALUES};
 use crate::group::Writer;
+use crate::rollup::hash::{self, Keys};
 use crate::{Result, StoreConfig, StoreError};
 
 /// How long an operation waits for a reachable server before the caller gets a 503.
@@ -49,6 +51,11 @@ impl MongoStore {
             salts: db.collection(SALTS),
             rollups: db.collection(ROLLUPS),
             batches: db.collection(BATCHES),
+            values: db.collection(VALUES),
+            dead_letters: db.collection(DEAD_LETTERS),
+            meta: db.collection(META),
+            keys: Arc::default(),
+            known_values: Arc::default(),
             description: format!(
                 "MongoDB database `{database}` on {} (queue `{}`)",
                 hosts.join(","),
@@ -63,7 +70,8 @@ impl MongoStore {
         })
     }
 
-    /// Creates the collections and indexes, once per process.
+    /// Creates the collections and indexes and reads the install's secret, once per
+    /// process.
     pub(crate) async fn ensure_ready(&self) -> Result<()> {
         if self.ready.load(Ordering::Acquire) {
             return Ok(());
@@ -77,6 +85,9 @@ impl MongoStore {
             self.salts.name(),
             self.rollups.name(),
             self.batches.name(),
+            self.values.name(),
+            self.dead_letters.name(),
+            self.meta.name(),
         ] {
             match database.create_collection(name).await {
                 Ok(()) => {}
@@ -101,7 +112,16 @@ impl MongoStore {
                 .create_index(IndexModel::builder().keys(keys).build())
                 .await?;
         }
+        let keys = self.install_keys().await?;
+        let _ = self.keys.set(keys);
         self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The install's secret, created by whichever process gets there first.
+    async fn install_keys(&self) -> Result<Keys> {
+        let fresh = hash::new_secret().to_vec();
+        let bytes = first_stored(&self.meta, "install_secret", "value", fresh).await?;
+        Ok(Keys::from_secret(&hash::secret_from_bytes(&bytes)?))
     }
 }

@@ -1,14 +1,20 @@
 //! Adding a batch to one rollup bucket: a compare-and-set on the bucket's version that
 //! also records the batch in `applied`, so that a batch adds to a bucket at most once.
+//!
+//! A bucket is one document: its count, its users' sketch and, under `dims`, each
+//! dimension's top values, all bounded (see `crate::rollup`), so that no bucket can
+//! approach MongoDB's 16 MB limit however many distinct values it sees. The worker
+//! merges the batch into what it read and writes the result back.
 
 use std::time::Instant;
 
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
-use super::codec::{binary, count_bson, is_duplicate_key, path_key};
+use super::codec::{binary, count_bson, is_duplicate_key};
 use crate::Result;
 use crate::rollup::sketch::Sketch;
+use crate::rollup::topk::TopK;
 use crate::rollup::{BucketKey, Rollup};
 
 impl MongoStore {
@@ -29,10 +35,11 @@ impl MongoStore {
             }
             let now = BsonDateTime::now();
             let Some(stored) = self.rollups.find_one(doc! { "_id": &id }).await? else {
-                let mut paths = Document::new();
-                for (path, n) in &delta.paths {
-                    paths.insert(path_key(path), count_bson(*n));
-                }
+                let dims: Document = delta
+                    .dims
+                    .iter()
+                    .map(|(name, top)| ((*name).to_owned(), Bson::from(binary(top.to_bytes()))))
+                    .collect();
                 let new = doc! {
                     "_id": &id,
                     "site_id": &key.site_id,
@@ -40,7 +47,7 @@ impl MongoStore {
                     "event_type": &key.event_type,
                     "start": key.start,
                     "count": count_bson(delta.count),
-                    "paths": paths,
+                    "dims": dims,
                     "users": binary(delta.users.to_bytes()),
                     "version": 1_i64,
                     "applied": { token: now },
@@ -73,11 +80,17 @@ impl MongoStore {
                     .map_or(&[][..], Vec::as_slice),
             )?;
             users.merge(&delta.users);
-            let mut inc = doc! { "count": count_bson(delta.count), "version": 1_i64 };
-            for (path, n) in &delta.paths {
-                inc.insert(format!("paths.{}", path_key(path)), count_bson(*n));
-            }
+            let inc = doc! { "count": count_bson(delta.count), "version": 1_i64 };
             let mut set = doc! { "users": binary(users.to_bytes()) };
+            let stored_dims = stored.get_document("dims").ok();
+            for (name, top) in &delta.dims {
+                let mut merged = match stored_dims.and_then(|d| d.get_binary_generic(name).ok()) {
+                    Some(bytes) => TopK::from_bytes(bytes)?,
+                    None => TopK::default(),
+                };
+                merged.merge(top);
+                set.insert(format!("dims.{name}"), binary(merged.to_bytes()));
+            }
             set.insert(format!("applied.{token}"), now);
             let mut update = doc! { "$inc": inc, "$set": set };
             if !finished.is_empty() {

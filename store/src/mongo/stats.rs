@@ -1,15 +1,18 @@
-//! Reads for `/stats` (the buckets and raw events of each piece of the plan) and pages
-//! of stored events.
+//! Reads for `/stats` (the buckets and raw events of each piece of the plan, and the
+//! texts of the top values), pages of stored events, and the count of dead letters.
+
+use std::collections::HashMap;
 
 use beacon_protocol::TimeRange;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
-use super::codec::{bson_time, count_field, count_of, from_doc, path_from_key};
-use crate::rollup::Rollup;
+use super::codec::{bson_id, bson_time, count_field, from_doc, id_of};
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
+use crate::rollup::topk::TopK;
+use crate::rollup::{PATH, Rollup};
 use crate::stats::Part;
 use crate::{EventsPage, QueuedEvent, Result};
 
@@ -72,27 +75,50 @@ impl MongoStore {
         Ok(parts)
     }
 
-    /// The buckets matching `filter`, merged.
+    /// The buckets matching `filter`, merged (with their top paths, the one dimension
+    /// `/stats` reads).
     async fn read_buckets(&self, filter: Document) -> Result<Rollup> {
         let mut total = Rollup::default();
+        let path_field = format!("dims.{}", PATH.name);
         let mut cursor = self
             .rollups
             .find(filter)
-            .projection(doc! { "count": 1, "paths": 1, "users": 1 })
+            .projection(doc! { "count": 1, "users": 1, &path_field: 1 })
             .await?;
+        let mut paths = TopK::default();
         while let Some(d) = cursor.try_next().await? {
             total.count += count_field(&d, "count");
-            if let Ok(paths) = d.get_document("paths") {
-                for (key, n) in paths {
-                    if let Some(path) = path_from_key(key) {
-                        *total.paths.entry(path).or_default() += count_of(n);
-                    }
-                }
-            }
             let users = d.get_binary_generic("users").map_or(&[][..], Vec::as_slice);
             total.users.merge(&Sketch::from_bytes(users)?);
+            let summary = d
+                .get_document("dims")
+                .ok()
+                .and_then(|dims| dims.get_binary_generic(PATH.name).ok());
+            if let Some(bytes) = summary {
+                paths.merge_unbounded(&TopK::from_bytes(bytes)?);
+            }
         }
+        total.dims.insert(PATH.name, paths);
         Ok(total)
+    }
+
+    /// The texts of value ids, from the dictionary.
+    pub(crate) async fn value_texts(&self, ids: &[u64]) -> Result<HashMap<u64, String>> {
+        let ids: Vec<Bson> = ids.iter().map(|id| bson_id(*id)).collect();
+        let mut texts = HashMap::with_capacity(ids.len());
+        let mut cursor = self.values.find(doc! { "_id": { "$in": ids } }).await?;
+        while let Some(d) = cursor.try_next().await? {
+            if let (Some(id), Ok(text)) = (id_of(&d), d.get_str("v")) {
+                texts.insert(id, text.to_owned());
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Events the database refused for good.
+    pub(crate) async fn dead_letters(&self) -> Result<u64> {
+        self.check_ready()?;
+        Ok(self.dead_letters.count_documents(doc! {}).await?)
     }
 
     /// One page of a site's events, by timestamp then id.

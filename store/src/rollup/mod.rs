@@ -1,22 +1,31 @@
 //! Rollups: per site, per hour and per day, per event type and for all types together,
-//! the event count, the count of each path, and a sketch of the users. The worker adds
-//! each batch to its buckets as it moves it; `/stats` merges the buckets that tile the
-//! asked range and scans raw events only for the parts of it that are not whole hours.
+//! the event count, a sketch of the users, and for each dimension (the path, for now) a
+//! bounded summary of its most frequent values. The worker adds each batch to its
+//! buckets as it moves it; `/stats` merges the buckets that tile the asked range and
+//! scans raw events only for the parts of it that are not whole hours.
+//!
+//! Nothing in a bucket grows with the number of distinct values clients send: the
+//! sketch stops at 16 KB and each summary at `topk::CAPACITY` counters of 16 bytes, kept
+//! by value id. The texts of values live once each in a values dictionary, which the
+//! backends store beside the rollups.
 //!
 //! This module is the backend-independent half: which buckets an event lands in and
 //! what a bucket holds. `plan` splits a range into buckets and raw scans; `sketch`
-//! counts unique users.
+//! counts unique users; `topk` keeps a dimension's top values; `hash` gives users and
+//! values their keyed ids.
 
+pub(crate) mod hash;
 pub(crate) mod plan;
 pub(crate) mod sketch;
+pub(crate) mod topk;
 
 use std::collections::{BTreeMap, HashMap};
 
-use beacon_protocol::{PathCount, Stats};
-
 use crate::millis;
 use crate::record::QueuedEvent;
-use sketch::{Sketch, user_hash};
+use hash::Keys;
+use sketch::Sketch;
+use topk::TopK;
 
 /// An hour in milliseconds.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
@@ -69,65 +78,53 @@ impl BucketKey {
     }
 }
 
+/// A dimension that events are broken down by: its stored name and how to read it off
+/// an event. Adding a dimension is adding an entry here.
+#[derive(Debug, Clone, Copy)]
+pub struct Dimension {
+    /// The stored name.
+    pub name: &'static str,
+    /// The event's value, if it has one.
+    pub value: for<'a> fn(&Counted<'a>) -> Option<&'a str>,
+}
+
+/// Every dimension rollups keep.
+pub const DIMENSIONS: &[Dimension] = &[PATH];
+
+/// The path, for `/stats`'s top paths.
+pub const PATH: Dimension = Dimension {
+    name: "path",
+    value: |e| e.path,
+};
+
 /// What a bucket (or a whole range) holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {
     /// Events.
     pub count: u64,
-    /// Events per path, for those with a path.
-    pub paths: HashMap<String, u64>,
     /// Users, for those with a user.
     pub users: Sketch,
+    /// Each dimension's top values, by dimension name.
+    pub dims: BTreeMap<&'static str, TopK>,
 }
 
 impl Rollup {
-    /// Counts one event.
-    pub fn add(&mut self, path: Option<&str>, user_id: Option<&str>) {
-        self.count += 1;
-        if let Some(path) = path {
-            self.add_path(path, 1);
-        }
-        if let Some(user) = user_id {
-            self.users.insert(user_hash(user));
-        }
-    }
-
-    /// Adds another bucket's contents.
+    /// Adds another bucket's or batch's contents, keeping every summary bounded: what a
+    /// stored bucket does.
     pub fn merge(&mut self, other: &Rollup) {
-        if *self == Rollup::default() {
-            other.clone_into(self);
-            return;
-        }
         self.count += other.count;
-        for (path, n) in &other.paths {
-            self.add_path(path, *n);
-        }
         self.users.merge(&other.users);
-    }
-
-    /// Copies the path only the first time it is seen.
-    fn add_path(&mut self, path: &str, n: u64) {
-        match self.paths.get_mut(path) {
-            Some(count) => *count += n,
-            None => {
-                self.paths.insert(path.to_owned(), n);
-            }
+        for (name, top) in &other.dims {
+            self.dims.entry(name).or_default().merge(top);
         }
     }
 
-    /// The answer to `/stats`: top paths by count, ties by path.
-    pub fn into_stats(self, limit: u32) -> Stats {
-        let mut top: Vec<PathCount> = self
-            .paths
-            .into_iter()
-            .map(|(path, count)| PathCount { path, count })
-            .collect();
-        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        top.truncate(limit as usize);
-        Stats {
-            total_events: self.count,
-            unique_users: self.users.count(),
-            top_paths: top,
+    /// Adds another bucket's contents, keeping every counter: what a query does.
+    pub fn merge_unbounded(&mut self, other: &Rollup) {
+        self.count += other.count;
+        self.users.merge(&other.users);
+        for (name, top) in &other.dims {
+            self.dims.entry(name).or_default().merge_unbounded(top);
         }
     }
 }
@@ -159,38 +156,59 @@ impl<'a> From<&'a QueuedEvent> for Counted<'a> {
     }
 }
 
+/// What a batch adds: to each of its buckets, and to the values dictionary.
+#[derive(Debug, Default)]
+pub struct Contribution {
+    /// The buckets and what each gains.
+    pub buckets: BTreeMap<BucketKey, Rollup>,
+    /// The texts of the values the batch counted, by id.
+    pub values: HashMap<u64, String>,
+}
+
 /// The buckets a batch's events add to: four per event (its hour and day, each for its
 /// type and for all types). Each event is tallied once, into its hour and type, under
 /// borrowed keys; the four buckets are then merged from those tallies, so the cost per
 /// event is one lookup and no copies.
-pub fn rollups_of<'a>(
-    events: impl IntoIterator<Item = Counted<'a>>,
-) -> BTreeMap<BucketKey, Rollup> {
+pub fn rollups_of<'a>(keys: &Keys, events: impl IntoIterator<Item = Counted<'a>>) -> Contribution {
     let mut tallies: HashMap<(&'a str, &'a str, i64), Tally<'a>> = HashMap::new();
     for e in events {
         let hour_start = e.timestamp - e.timestamp.rem_euclid(HOUR_MS);
         let tally = tallies
             .entry((e.site_id, e.event_type, hour_start))
-            .or_default();
+            .or_insert_with(|| Tally {
+                count: 0,
+                users: Vec::new(),
+                dims: DIMENSIONS.iter().map(|_| HashMap::new()).collect(),
+            });
         tally.count += 1;
-        if let Some(path) = e.path {
-            *tally.paths.entry(path).or_default() += 1;
-        }
         if let Some(user) = e.user_id {
-            tally.users.push(user_hash(user));
+            tally.users.push(keys.user(user));
+        }
+        for (dim, counts) in DIMENSIONS.iter().zip(&mut tally.dims) {
+            if let Some(value) = (dim.value)(&e) {
+                *counts.entry(value).or_default() += 1;
+            }
         }
     }
-    let mut buckets: BTreeMap<BucketKey, Rollup> = BTreeMap::new();
+    let mut out = Contribution::default();
     for ((site_id, event_type, hour_start), tally) in tallies {
-        let hour = Rollup {
+        let mut hour = Rollup {
             count: tally.count,
-            paths: tally
-                .paths
-                .into_iter()
-                .map(|(path, n)| (path.to_owned(), n))
-                .collect(),
             users: Sketch::from_hashes(tally.users),
+            dims: BTreeMap::new(),
         };
+        for (dim, counts) in DIMENSIONS.iter().zip(tally.dims) {
+            if counts.is_empty() {
+                continue;
+            }
+            let mut ids = HashMap::with_capacity(counts.len());
+            for (value, n) in counts {
+                let id = keys.value(value);
+                ids.insert(id, n);
+                out.values.entry(id).or_insert_with(|| value.to_owned());
+            }
+            hour.dims.insert(dim.name, TopK::from_counts(ids));
+        }
         let day_start = hour_start - hour_start.rem_euclid(DAY_MS);
         for (granularity, start) in [
             (Granularity::Hour, hour_start),
@@ -203,17 +221,17 @@ pub fn rollups_of<'a>(
                     start,
                     event_type: event_type.to_owned(),
                 };
-                buckets.entry(key).or_default().merge(&hour);
+                out.buckets.entry(key).or_default().merge(&hour);
             }
         }
     }
-    buckets
+    out
 }
 
 /// One hour and type of a batch, before it becomes a [`Rollup`].
-#[derive(Default)]
 struct Tally<'a> {
     count: u64,
-    paths: HashMap<&'a str, u64>,
     users: Vec<u64>,
+    /// Per dimension, in [`DIMENSIONS`]' order: each value's count.
+    dims: Vec<HashMap<&'a str, u64>>,
 }

@@ -1,8 +1,8 @@
 //! Unique users, as a mergeable sketch: exact while small, HyperLogLog when large.
 //!
 //! Rollup buckets each hold one; `/stats` merges the buckets of a range. Users are
-//! hashed to 64 bits with XXH3 (a fixed algorithm, so stored sketches stay valid across
-//! builds).
+//! hashed to 64 bits with the install's keyed hash (`hash`), a fixed algorithm, so stored
+//! sketches stay valid across builds.
 //!
 //! - Up to [`EXACT_LIMIT`] distinct users the sketch is the set of hashes: the count is
 //!   exact (barring a 64-bit collision).
@@ -38,13 +38,8 @@ impl Default for Sketch {
     }
 }
 
-/// The hash a user is counted by.
-pub fn user_hash(user_id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(user_id.as_bytes())
-}
-
 impl Sketch {
-    /// Adds a user by [`user_hash`].
+    /// Adds a user by their hash.
     pub fn insert(&mut self, hash: u64) {
         match self {
             Self::Exact(set) => {
@@ -215,6 +210,10 @@ fn tau(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user_hash(user: &str) -> u64 {
+        crate::rollup::hash::Keys::from_secret(&[7; 32]).user(user)
+    }
 
     fn sketch_of(users: impl Iterator<Item = String>) -> Sketch {
         let mut s = Sketch::default();

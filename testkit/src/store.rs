@@ -1,0 +1,72 @@
+//! Driving a store directly, as the worker and server would.
+
+use beacon_protocol::time::truncate_to_millis;
+use beacon_protocol::{Stats, StatsQuery};
+use beacon_store::{EventsPage, QueuedEvent, Store};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::TestBackend;
+
+/// A page view of `site` on `path` by `user` at `ts`, with a fresh id.
+pub fn page_view(site: &str, path: &str, user: Option<&str>, ts: DateTime<Utc>) -> QueuedEvent {
+    QueuedEvent {
+        event_id: Uuid::now_v7(),
+        site_id: site.into(),
+        event_type: "page_view".into(),
+        path: Some(path.into()),
+        user_id: user.map(Into::into),
+        timestamp: truncate_to_millis(ts),
+        ingested_at: truncate_to_millis(Utc::now()),
+        props: None,
+    }
+}
+
+/// The backend's store, ready (collections and indexes created).
+pub async fn open(backend: &TestBackend) -> Store {
+    let store = Store::open(backend.config.clone())
+        .await
+        .expect("store opens");
+    store.ensure_ready().await.expect("store gets ready");
+    store
+}
+
+/// Queues, then waits until workers can claim them: MongoDB releases each group
+/// commit's batch in the background, after `enqueue` returns.
+pub async fn enqueue(store: &Store, events: Vec<QueuedEvent>) {
+    store.enqueue(events).await.expect("enqueue");
+    store.settle().await;
+}
+
+/// Claims and moves batches of 100 until the queue is empty; answers how many events
+/// were newly stored.
+pub async fn drain(store: &Store) -> usize {
+    let mut moved = 0;
+    loop {
+        let batch = store.claim(100).await.expect("claim");
+        if batch.is_empty() {
+            return moved;
+        }
+        moved += store.move_batch(&batch).await.expect("move").inserted;
+    }
+}
+
+/// `/stats` for all of `site`'s time.
+pub async fn all_stats(store: &Store, site: &str) -> Stats {
+    let range = StatsQuery::new(site).resolve().expect("a valid query");
+    store.stats(&range).await.expect("stats")
+}
+
+/// The ids of every processed event of `site`, read page by page as an export would.
+pub async fn stored_ids(store: &Store, site: &str) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    let mut page = EventsPage::first(site, 1000);
+    loop {
+        let events = store.events_page(&page).await.expect("events page");
+        ids.extend(events.iter().map(|e| e.event_id));
+        match events.last() {
+            Some(last) if events.len() == page.limit => page = page.next(last),
+            _ => return ids,
+        }
+    }
+}

@@ -81,8 +81,8 @@ struct Args {
     /// `--paths`: the long tail of a big site, or a flood of junk paths.
     #[arg(long)]
     distinct_from: Option<u64>,
-    /// Seed mode: put every event in one hour (the one that started two hours ago)
-    /// instead of spreading them over `--days`.
+    /// Seed mode: put every event in one hour (yesterday's first, UTC) instead of
+    /// spreading them over `--days`.
     #[arg(long)]
     one_hour: bool,
     /// Seed mode: pause sending while the server's queue holds more than this many
@@ -199,7 +199,7 @@ async fn seed(args: &Args, http: &reqwest::Client) {
     const HOUR_MS: i64 = 3_600_000;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let (end_ms, span_ms) = if args.one_hour {
-        let hour = now_ms - now_ms.rem_euclid(HOUR_MS) - HOUR_MS;
+        let hour = now_ms - now_ms.rem_euclid(24 * HOUR_MS) - 24 * HOUR_MS;
         (hour + HOUR_MS - 1, HOUR_MS - 1)
     } else {
         (now_ms, (args.days * 24 * 3600 * 1000) as i64)

@@ -16,11 +16,13 @@
 //! the same reader, the worker's settings and the store's, and a library such as the
 //! store should not depend on a command-line parser.
 
+mod limits;
 pub mod process;
 mod server;
 mod store;
 mod worker;
 
+pub use limits::{Limits, RateLimit};
 pub use server::ServerConfig;
 pub use store::StoreArgs;
 pub use worker::WorkerConfig;

@@ -7,6 +7,7 @@ use beacon_store::Backend;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 
+use crate::limits::{LimitArgs, Limits};
 use crate::store::StoreArgs;
 use crate::worker::{PollingArgs, WorkerConfig};
 use crate::{Args, ConfigError};
@@ -23,8 +24,10 @@ pub struct ServerConfig {
     pub run_worker: bool,
     /// `SDK_DIR`: the browser SDK's built files, served under `/sdk/`.
     pub sdk_dir: PathBuf,
-    /// `TRUST_PROXY`: take the client's IP from `X-Forwarded-For`.
+    /// `TRUST_PROXY`: take the client's IP from the last `X-Forwarded-For` address.
     pub trust_proxy: bool,
+    /// Timeouts, connections, the queue's high-water mark, rate limits.
+    pub limits: Limits,
     /// The worker's settings (for the worker inside) and the store's.
     pub worker: WorkerConfig,
 }
@@ -47,10 +50,13 @@ struct ServerArgs {
     /// A relative path is from the working directory.
     #[arg(long, env = "SDK_DIR", default_value = "sdk-wasm/pkg")]
     sdk_dir: PathBuf,
-    /// Take the client's IP (for cookieless ids) from the first X-Forwarded-For address.
-    /// Turn it on only behind a reverse proxy that sets it; otherwise clients could forge it.
+    /// Take the client's address (for cookieless ids and rate limits) from the last
+    /// X-Forwarded-For entry, the one your reverse proxy appended. Turn it on only behind
+    /// such a proxy; otherwise clients could forge it.
     #[arg(long, env = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     trust_proxy: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     polling: PollingArgs,
     #[command(flatten)]
@@ -83,6 +89,7 @@ impl Args for ServerArgs {
             run_worker: self.run_worker.unwrap_or(embedded),
             sdk_dir: self.sdk_dir.clone(),
             trust_proxy: self.trust_proxy,
+            limits: self.limits.resolve()?,
             worker: self.polling.resolve(store),
         })
     }
@@ -113,6 +120,8 @@ mod tests {
             ("PORT", "70000"),
             ("HOST", "localhost:80"),
             ("RUN_WORKER", "maybe"),
+            ("MAX_CONNECTIONS", "0"),
+            ("REQUEST_TIMEOUT_MS", "9000"),
         ] {
             let flag = format!("--{}={value}", var.to_lowercase().replace('_', "-"));
             let err = parse(&[&flag]).unwrap_err().to_string();

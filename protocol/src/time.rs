@@ -4,7 +4,7 @@
 //! `YYYY-MM-DD` dates. Everything is UTC and kept to millisecond precision, which is what
 //! both storage backends hold.
 
-use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Drops sub-millisecond precision so that values round-trip through both backends unchanged.
@@ -66,14 +66,23 @@ pub enum DateBound {
 }
 
 impl DateBound {
-    /// Parses `YYYY-MM-DD` or RFC 3339.
+    /// Parses `YYYY-MM-DD` or RFC 3339, for years 1 to 9999.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            return Ok(Self::Day(day));
+        let bound = if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            Self::Day(day)
+        } else {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| Self::Instant(t.with_timezone(&Utc)))
+                .map_err(|_| format!("`{s}` is neither YYYY-MM-DD nor an RFC 3339 timestamp"))?
+        };
+        let year = match bound {
+            Self::Day(d) => d.year(),
+            Self::Instant(t) => t.year(),
+        };
+        if !(1..=9999).contains(&year) {
+            return Err(format!("`{s}` is outside the years 1 to 9999"));
         }
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| Self::Instant(t.with_timezone(&Utc)))
-            .map_err(|_| format!("`{s}` is neither YYYY-MM-DD nor an RFC 3339 timestamp"))
+        Ok(bound)
     }
 
     /// The first instant this bound admits, when used as the start of a range.
@@ -88,7 +97,10 @@ impl DateBound {
     pub fn as_end(&self) -> DateTime<Utc> {
         match self {
             Self::Instant(t) => *t,
-            Self::Day(d) => day_start(*d) + TimeDelta::days(1),
+            // Years stop at 9999 (`parse`), so the next day always exists.
+            Self::Day(d) => day_start(*d)
+                .checked_add_signed(TimeDelta::days(1))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         }
     }
 }
@@ -142,5 +154,19 @@ mod tests {
     fn junk_is_refused_with_the_value_named() {
         let e = DateBound::parse("yesterday").unwrap_err();
         assert!(e.contains("yesterday"), "{e}");
+    }
+
+    #[test]
+    fn the_last_days_chrono_knows_are_refused_not_overflowed() {
+        for s in [
+            "+262142-12-31",
+            "-262143-01-01",
+            "0000-01-01",
+            "10000-01-01",
+        ] {
+            assert!(DateBound::parse(s).is_err(), "{s}");
+        }
+        let last = DateBound::parse("9999-12-31").unwrap();
+        assert!(last.as_end() > last.as_start());
     }
 }

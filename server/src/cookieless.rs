@@ -14,6 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use crate::client_ip::client_ip;
+
 /// Derives anonymous daily user ids; caches today's salt.
 #[derive(Debug, Clone)]
 pub struct Anonymizer {
@@ -35,7 +37,7 @@ pub struct Client {
 }
 
 impl Anonymizer {
-    /// `trust_proxy`: take the client's IP from `X-Forwarded-For` (behind a proxy).
+    /// `trust_proxy`: take the client's IP from `X-Forwarded-For` (see `client_ip`).
     pub fn new(store: Store, trust_proxy: bool) -> Self {
         Self {
             store,
@@ -44,16 +46,10 @@ impl Anonymizer {
         }
     }
 
-    /// The client of a request: the first `X-Forwarded-For` address when the proxy is
-    /// trusted, else the TCP peer.
+    /// The client of a request (see `client_ip`).
     pub fn client(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Client {
-        let forwarded = self
-            .trust_proxy
-            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
-            .flatten()
-            .and_then(|v| v.split(',').next()?.trim().parse().ok());
         Client {
-            ip: forwarded.or(peer.map(|p| p.ip())),
+            ip: client_ip(headers, peer, self.trust_proxy),
             user_agent: headers
                 .get(USER_AGENT)
                 .and_then(|v| v.to_str().ok())

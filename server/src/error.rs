@@ -6,24 +6,47 @@ use axum::response::{IntoResponse, Response};
 use beacon_protocol::{ErrorBody, ValidationError};
 use beacon_store::StoreError;
 
-/// Longest a request waits on the store before answering 503. MongoDB's own server
-/// selection gives up after a second; this also covers a server that accepts and hangs.
-pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Runs a store call under [`STORE_TIMEOUT`]; failures and timeouts are logged and become
-/// [`ApiError::Unavailable`].
+/// Runs a store read under `timeout` (`STORE_TIMEOUT_MS`); failures and timeouts are
+/// logged and become [`ApiError::Unavailable`]. Not for writes: cancelling one would
+/// leave its outcome unknown, so writes carry a deadline into the store instead.
 pub async fn with_timeout<T>(
+    timeout: std::time::Duration,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
-    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+    match tokio::time::timeout(timeout, call).await {
         Ok(result) => Ok(result?),
         Err(_) => {
             tracing::error!(
-                timeout_ms = STORE_TIMEOUT.as_millis() as u64,
+                timeout_ms = timeout.as_millis() as u64,
                 "store call timed out"
             );
             Err(ApiError::Unavailable)
         }
+    }
+}
+
+/// How long a client should wait when the queue is full: long enough for the worker to
+/// drain a good part of it.
+const OVERLOADED_RETRY_AFTER_SECS: u64 = 5;
+
+/// The answer to a panic in a handler: the same JSON shape as every other error.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a handler panicked".to_owned());
+    tracing::error!(panic = what, "a request handler panicked");
+    ApiError::Internal("the server failed while handling this request".to_owned()).into_response()
+}
+
+/// The answer to a request the router's timeout (`REQUEST_TIMEOUT_MS`) cut off, or to
+/// another failure of a middleware.
+pub async fn middleware_error(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::RequestTimeout("no answer within REQUEST_TIMEOUT_MS".to_owned())
+    } else {
+        ApiError::Internal(error.to_string())
     }
 }
 
@@ -44,9 +67,27 @@ pub enum ApiError {
         /// axum's explanation.
         message: String,
     },
-    /// The store is down or too slow; the client should retry.
+    /// The store is down or too slow; nothing was stored, and the client should retry.
     #[error("the event store is unavailable, retry later")]
     Unavailable,
+    /// The queue is above its high-water mark; nothing was stored.
+    #[error("the queue is full ({depth} events waiting), retry later")]
+    Overloaded {
+        /// Events waiting.
+        depth: u64,
+    },
+    /// This client sent more than its rate limit allows.
+    #[error("too many requests from this address, retry in {retry_after_secs} s")]
+    RateLimited {
+        /// When the next request will be let through.
+        retry_after_secs: u64,
+    },
+    /// The request (or its body) took longer than the server waits.
+    #[error("the request took too long: {0}")]
+    RequestTimeout(String),
+    /// A bug: a panic, or a part of the server failing.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -70,6 +111,10 @@ impl ApiError {
                 _ => (StatusCode::BAD_REQUEST, "bad_request"),
             },
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::NotFound(_) | Self::SdkFileMissing(_) => (StatusCode::NOT_FOUND, "not_found"),
         }
     }
@@ -104,11 +149,17 @@ impl IntoResponse for ApiError {
             error: code.to_owned(),
             message: self.to_string(),
         };
+        let retry_after = match &self {
+            Self::Unavailable => Some(1),
+            Self::Overloaded { .. } => Some(OVERLOADED_RETRY_AFTER_SECS),
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

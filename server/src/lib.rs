@@ -6,30 +6,37 @@
 //!   `GET /health`.
 //! - `routes` holds the handlers; [`error`] maps every failure to a status and a JSON
 //!   body. The settings come from `beacon-config` ([`ServerConfig`]).
+//! - `serve` accepts connections with a header timeout, a connection cap and a shutdown
+//!   deadline; `pressure` refuses ingest above the queue's high-water mark;
+//!   `ratelimit` limits ingest per client address, which `client_ip` determines.
 //! - `sdk` serves the browser SDK under `/sdk/`; `cookieless` derives anonymous daily
 //!   user ids for browsers that keep none.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
 
+mod client_ip;
 mod cookieless;
 pub mod error;
+mod pressure;
+mod ratelimit;
 mod routes;
 mod sdk;
+mod serve;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{Method, header};
 use axum::routing::{get, post};
-use beacon_protocol::limits::{MAX_BATCH_BODY_BYTES, MAX_EVENT_BODY_BYTES};
+use beacon_config::Limits;
 use beacon_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
@@ -48,6 +55,10 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     /// The queue, events and stats.
     pub store: Store,
+    /// Timeouts and limits.
+    pub limits: Limits,
+    /// The queue's depth against its high-water mark.
+    pub pressure: Arc<pressure::Pressure>,
     /// Anonymous ids for cookieless batches.
     pub anonymizer: cookieless::Anonymizer,
 }
@@ -57,6 +68,8 @@ impl AppState {
     pub fn new(store: Store, config: &ServerConfig) -> Self {
         Self(Arc::new(Shared {
             anonymizer: cookieless::Anonymizer::new(store.clone(), config.trust_proxy),
+            pressure: pressure::Pressure::start(store.clone(), config.limits.queue_max_events),
+            limits: config.limits.clone(),
             store,
         }))
     }
@@ -83,25 +96,22 @@ pub enum ServerError {
 
 /// The router. Ingest routes and the browser SDK's files (from `sdk_dir`) allow any
 /// origin (browsers send from the sites they track); `/stats` is for operators and does
-/// not.
-pub fn app(state: AppState, sdk_dir: &Path) -> Router {
+/// not. Ingest is rate-limited per client address when `rate_limit` is set.
+pub fn app(state: AppState, sdk_dir: &Path, rate_limit: Option<ratelimit::Layer>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
         .max_age(std::time::Duration::from_secs(24 * 3600));
-    let ingest = Router::new()
-        .route(
-            "/event",
-            post(routes::post_event).layer(DefaultBodyLimit::max(MAX_EVENT_BODY_BYTES)),
-        )
-        .route(
-            "/events",
-            post(routes::post_events).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
-        )
-        .layer(cors);
+    let mut ingest = Router::new()
+        .route("/event", post(routes::post_event))
+        .route("/events", post(routes::post_events));
+    if let Some(limit) = rate_limit {
+        ingest = ingest.layer(limit);
+    }
+    let request_timeout = state.limits.request_timeout;
     Router::new()
-        .merge(ingest)
+        .merge(ingest.layer(cors))
         .merge(sdk::routes(sdk_dir))
         .route("/stats", get(routes::get_stats))
         .route("/health", get(routes::health))
@@ -110,12 +120,17 @@ pub fn app(state: AppState, sdk_dir: &Path) -> Router {
         // Body limits apply after decompression, so a gzip bomb stops at the limit.
         .layer(RequestDecompressionLayer::new())
         .layer(CompressionLayer::new())
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(error::middleware_error))
+                .timeout(request_timeout),
+        )
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::new())
+        .layer(CatchPanicLayer::custom(error::panic_response))
 }
 
-/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests and
-/// the worker's current batch.
+/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests
+/// (within `SHUTDOWN_TIMEOUT_MS`) and the worker's current batch.
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
@@ -127,7 +142,11 @@ pub async fn run(
         tracing::info!(sdk_dir = %config.sdk_dir.display(), "browser SDK not built: /sdk/ answers 404 until scripts/build-wasm runs");
     }
     let state = AppState::new(store.clone(), &config);
-    let router = app(state, &config.sdk_dir);
+    let rate_limit = config
+        .limits
+        .rate_limit
+        .map(|limit| ratelimit::layer(limit, config.trust_proxy));
+    let router = app(state, &config.sdk_dir, rate_limit);
     let (stop, stopped) = watch::channel(false);
     let background = if config.run_worker {
         let worker_store = store.clone();
@@ -148,28 +167,12 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!("Beacon listening on http://{addr}");
-    // The peer address is what cookieless ids hash, unless TRUST_PROXY says otherwise.
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    // What was acknowledged becomes claimable now, not when its lease runs out.
-    if tokio::time::timeout(error::STORE_TIMEOUT, store.settle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "some queued batches were not released; workers take them once their lease ends"
-        );
-    }
+    serve::serve(listener, router, &config.limits, shutdown).await;
     let _ = stop.send(true);
     if config.run_worker {
         let _ = background.await;
     } else {
         background.abort();
     }
-    served?;
     Ok(())
 }

@@ -1,16 +1,24 @@
 //! The HTTP handlers. They validate, hand events to the store, and answer; they never
 //! process events themselves.
+//!
+//! An ingest handler reads its body within what the request timeout leaves for it, is
+//! refused above the queue's high-water mark, and gives the store a deadline: an answer
+//! of `503` (or `408`) always means that nothing of the request was stored, so a client
+//! may resend, even events without an `event_id`.
+
+use std::time::Instant;
 
 use axum::Extension;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use beacon_protocol::batch::parse_batch;
+use beacon_protocol::limits::{MAX_BATCH_BODY_BYTES, MAX_EVENT_BODY_BYTES};
 use beacon_protocol::{BatchResponse, Event, EventResult, EventStatus, Queued, Stats, StatsQuery};
-use beacon_store::QueuedEvent;
+use beacon_store::{QueuedEvent, Refusal, Store};
 use chrono::Utc;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -21,14 +29,21 @@ use crate::error::{ApiError, with_timeout};
 /// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued.
 pub async fn post_event(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body?;
+    let body = read_body(&state, body, MAX_EVENT_BODY_BYTES).await?;
     let now = Utc::now();
     let event = Event::from_json(&body)?;
     event.validate(now)?;
     let queued = QueuedEvent::from_event(event, now);
-    with_timeout(state.store.enqueue(vec![queued])).await?;
+    if let Some(refusal) = enqueue(&state, vec![queued]).await?.into_iter().next() {
+        return Err(ApiError::InvalidEvent(
+            beacon_protocol::ValidationError::Malformed(format!(
+                "the database refused the event: {}",
+                refusal.reason
+            )),
+        ));
+    }
     Ok((StatusCode::ACCEPTED, Json(Queued::new())))
 }
 
@@ -38,9 +53,9 @@ pub async fn post_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let body = body?;
+    let body = read_body(&state, body, MAX_BATCH_BODY_BYTES).await?;
     let now = Utc::now();
     let batch = parse_batch(&body)?;
     let client = batch.cookieless.then(|| {
@@ -50,14 +65,17 @@ pub async fn post_events(
     });
     let mut results = Vec::new();
     let mut queued = Vec::new();
+    // Which result each queued event answers.
+    let mut slots = Vec::new();
     for parsed in batch.events {
         match parsed.and_then(|e| e.validate(now).map(|()| e)) {
             Ok(mut event) => {
                 if let (Some(client), None) = (&client, &event.user_id) {
-                    let id = with_timeout(state.anonymizer.user_id(&event.site_id, client, now));
-                    event.user_id = Some(id.await?);
+                    let salt = state.anonymizer.user_id(&event.site_id, client, now);
+                    event.user_id = Some(with_timeout(state.limits.store_timeout, salt).await?);
                 }
                 queued.push(QueuedEvent::from_event(event, now));
+                slots.push(results.len());
                 results.push(EventResult {
                     status: EventStatus::Accepted,
                     error: None,
@@ -69,13 +87,67 @@ pub async fn post_events(
             }),
         }
     }
-    let accepted = queued.len();
-    with_timeout(state.store.enqueue(queued)).await?;
+    for Refusal { index, reason } in enqueue(&state, queued).await? {
+        if let Some(result) = slots.get(index).and_then(|slot| results.get_mut(*slot)) {
+            result.status = EventStatus::Rejected;
+            result.error = Some(format!("the database refused the event: {reason}"));
+        }
+    }
+    let accepted = results
+        .iter()
+        .filter(|r| r.status == EventStatus::Accepted)
+        .count();
     Ok(Json(BatchResponse {
         accepted,
         rejected: results.len() - accepted,
         results,
     }))
+}
+
+/// Reads a request body of at most `limit` bytes (after decompression) within the time
+/// the request timeout leaves for it.
+async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    if state.pressure.over() {
+        return Err(ApiError::Overloaded {
+            depth: state.pressure.max(),
+        });
+    }
+    let timeout = state.limits.body_timeout();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(body_error(&e, limit)),
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// A body that could not be read: too large (`413`), or broken (`400`).
+fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return ApiError::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the body exceeds the length limit of {limit} bytes"),
+            };
+        }
+        source = error.source();
+    }
+    ApiError::Rejected {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("the body could not be read: {e}"),
+    }
+}
+
+/// Queues events with the request's deadline (see the module doc).
+async fn enqueue(state: &AppState, events: Vec<QueuedEvent>) -> Result<Vec<Refusal>, ApiError> {
+    let count = events.len();
+    let deadline = Instant::now() + state.limits.store_timeout;
+    let refused = state.store.enqueue(events, deadline).await?;
+    state.pressure.queued(count - refused.len());
+    Ok(refused)
 }
 
 /// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…][&limit=…]`.
@@ -87,19 +159,31 @@ pub async fn get_stats(
     let range = query
         .resolve()
         .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
-    Ok(Json(with_timeout(state.store.stats(&range)).await?))
+    let stats = state.store.stats(&range);
+    Ok(Json(with_timeout(state.limits.store_timeout, stats).await?))
 }
 
-/// `GET /health`: 200 once the store is ready (reachable, indexes created), 503 otherwise.
-/// `"degraded"` rather than `"ok"` while events sit in `dead_letters`: the database
-/// refused them for good, and someone should look.
+/// `GET /health`: 200 once the store is ready (reachable, indexes created), 503
+/// otherwise. `"degraded"` rather than `"ok"` while the queue is above its high-water
+/// mark (ingest answers 503), or events sit in `dead_letters` (the database refused
+/// them for good, and someone should look).
 pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let depth = with_timeout(state.store.queue_depth()).await?;
-    let dead = with_timeout(state.store.dead_letters()).await?;
-    let status = if dead > 0 { "degraded" } else { "ok" };
-    Ok(Json(
-        json!({ "status": status, "queue_depth": depth, "dead_letters": dead }),
-    ))
+    let timeout = state.limits.store_timeout;
+    let store: &Store = &state.store;
+    let queue = with_timeout(timeout, store.queue_status()).await?;
+    let dead = with_timeout(timeout, store.dead_letters()).await?;
+    let full = queue.depth >= state.pressure.max();
+    let status = if dead > 0 || full { "degraded" } else { "ok" };
+    let oldest_age = queue
+        .oldest
+        .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+    Ok(Json(json!({
+        "status": status,
+        "queue_depth": queue.depth,
+        "queue_max_events": state.pressure.max(),
+        "oldest_queued_age_seconds": oldest_age,
+        "dead_letters": dead,
+    })))
 }
 
 /// Any other route.

@@ -87,3 +87,47 @@ async fn server_and_worker_recover_when_mongodb_comes_back() {
     worker.await.unwrap();
     app.stop().await;
 }
+
+/// Through a MongoDB outage that cuts writes in the middle, every event answered 2xx is
+/// stored and every event answered with an error is not: the events carry no id, so a
+/// client retrying after a 503 would otherwise count one twice.
+#[tokio::test]
+async fn every_answer_is_true_through_an_outage() {
+    let Some((backend, proxy)) = beacon_testkit::mongo_behind_proxy().await else {
+        return;
+    };
+    let app = TestApp::start_with(config(backend.config.clone(), true)).await;
+    app.wait_healthy().await;
+    let mut answered = std::collections::HashMap::new();
+    for i in 0..40 {
+        if i == 12 {
+            proxy.go_down();
+        }
+        if i == 24 {
+            proxy.come_up();
+        }
+        let e = serde_json::json!({"site_id": "truth", "event_type": "page_view", "path": format!("/{i}")});
+        let r = app.http.post(app.url("/event")).json(&e).send().await;
+        let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
+        assert!(status == 202 || status == 503, "/{i}: {status}");
+        answered.insert(format!("/{i}"), status);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let acknowledged: std::collections::HashSet<String> = answered
+        .iter()
+        .filter(|(_, s)| **s == 202)
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(acknowledged.len() < 40, "the outage refused some");
+    let stats = app
+        .wait_for_total("site_id=truth&limit=1000", acknowledged.len() as u64)
+        .await;
+    // Past every lease: an unreleased batch would have been discarded by now, not moved.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stats_later = app.stats("site_id=truth&limit=1000").await;
+    assert_eq!(stats, stats_later);
+    let stored: std::collections::HashSet<String> =
+        stats.top_paths.into_iter().map(|p| p.path).collect();
+    assert_eq!(stored, acknowledged);
+    app.stop().await;
+}

@@ -25,7 +25,8 @@ async fn send(app: &TestApp, body: String, ip: &str, user_agent: &str) {
         .http
         .post(app.url("/events"))
         .header("content-type", "text/plain;charset=UTF-8")
-        .header("x-forwarded-for", format!("{ip}, 10.9.9.9"))
+        // What a client forged first, then what the proxy appended: the proxy's counts.
+        .header("x-forwarded-for", format!("6.6.6.6, {ip}"))
         .header("user-agent", user_agent)
         .body(body)
         .send()

@@ -27,15 +27,20 @@ pub struct StoreConfig {
     pub queue_name: String,
     /// How long a worker's claim on a batch lasts before another worker may take it over.
     pub claim_lease: Duration,
+    /// How long a MongoDB write of queued events may take before the enqueue fails (and
+    /// its events are discarded rather than moved).
+    pub write_timeout: Duration,
 }
 
 impl StoreConfig {
-    /// The defaults for `backend`: queue `events_queue`, 30 s claim lease.
+    /// The defaults for `backend`: queue `events_queue`, 30 s claim lease, 5 s write
+    /// timeout.
     pub fn new(backend: Backend) -> Self {
         Self {
             backend,
             queue_name: DEFAULT_QUEUE_NAME.to_owned(),
             claim_lease: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -54,6 +59,7 @@ pub const RESERVED_NAMES: &[&str] = &[
     "meta",
     "dict",
     "rollup_dims",
+    "queue_counts",
 ];
 
 /// Checks a queue name: it becomes a collection or table name, so only plain identifiers,

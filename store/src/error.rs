@@ -29,6 +29,9 @@ pub enum StoreError {
     /// A stored document does not have the shape Beacon writes.
     #[error("corrupt stored record: {0}")]
     Corrupt(String),
+    /// A write was not started before its caller's deadline; nothing of it is stored.
+    #[error("the store was too busy to take the events in time")]
+    DeadlinePassed,
     /// The blocking task that ran an embedded-store call died.
     #[error("embedded store task failed: {0}")]
     Task(String),
@@ -38,7 +41,7 @@ impl StoreError {
     /// Whether retrying later may succeed: the database is down, slow or busy.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Unavailable(_) => true,
+            Self::Unavailable(_) | Self::DeadlinePassed => true,
             Self::Mongo(e) => {
                 use mongodb::error::ErrorKind;
                 matches!(

@@ -10,6 +10,11 @@
 //! [`Sink::GATHER`] for more (the embedded store's fsync is cheap next to a round trip,
 //! so there a short wait makes much larger groups; BENCHMARKS.md has the figures).
 //!
+//! Every request carries a deadline. The thread never starts writing a request whose
+//! deadline has passed, or whose caller has stopped waiting: that request is answered
+//! `DeadlinePassed`, and nothing of it is stored. So a caller that gave up (and answered
+//! `503`) can be sure its events will not appear later.
+//!
 //! A dedicated thread rather than a task: under load it finds the next group already
 //! waiting and never parks, and it can sleep for less than the async timer's
 //! millisecond. MongoDB's sink runs its async write on the thread with the runtime's
@@ -17,11 +22,11 @@
 //! store deletes moved rows with its one queue connection).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{QueuedEvent, Result, StoreError};
+use crate::{QueuedEvent, Refusal, Result, StoreError};
 
 /// Most events written in one group.
 pub(crate) const MAX_GROUP_EVENTS: usize = 5000;
@@ -33,18 +38,23 @@ pub(crate) trait Sink: Send + 'static {
     /// How long a group waits for more requests while several arrive at once.
     const GATHER: Duration;
 
-    /// Writes `events` durably. On an error some may have been written; writing them
-    /// again must then store each once.
-    fn write(&mut self, events: &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()>;
+    /// Writes `events` durably, and answers which of them the database refused for
+    /// good (by index in `events`). On an error nothing is stored: what may have been
+    /// written is never moved.
+    fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>>;
 }
 
 type Work<S> = Box<dyn FnOnce(&mut S) + Send>;
 
+/// One caller's events, and where to answer.
+struct Request {
+    events: Vec<QueuedEvent>,
+    deadline: Instant,
+    done: oneshot::Sender<Result<Vec<Refusal>>>,
+}
+
 enum Job<S> {
-    Enqueue {
-        events: Vec<QueuedEvent>,
-        done: oneshot::Sender<Result<()>>,
-    },
+    Enqueue(Request),
     Run(Work<S>),
 }
 
@@ -79,10 +89,23 @@ impl<S: Sink> Writer<S> {
         Ok(Self { jobs })
     }
 
-    /// Queues `events`, written together with whatever else is waiting.
-    pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
+    /// Queues `events`, written together with whatever else is waiting, unless
+    /// `deadline` passes first.
+    pub(crate) async fn enqueue(
+        &self,
+        events: Vec<QueuedEvent>,
+        deadline: Instant,
+    ) -> Result<Vec<Refusal>> {
         let (done, wait) = oneshot::channel();
-        self.send(Job::Enqueue { events, done }).await?;
+        let request = Request {
+            events,
+            deadline,
+            done,
+        };
+        match tokio::time::timeout_at(deadline.into(), self.send(Job::Enqueue(request))).await {
+            Ok(sent) => sent?,
+            Err(_) => return Err(StoreError::DeadlinePassed),
+        }
         wait.await.map_err(|_| stopped())?
     }
 
@@ -121,9 +144,9 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
         };
         match job {
             Job::Run(work) => guarded(|| work(&mut sink)),
-            Job::Enqueue { events, done } => {
-                let mut count = events.len();
-                let mut group = vec![(events, done)];
+            Job::Enqueue(first) => {
+                let mut count = first.events.len();
+                let mut group = vec![first];
                 if concurrent && !S::GATHER.is_zero() {
                     // Asleep rather than waiting on the channel: senders then need not
                     // wake the thread once per request.
@@ -131,9 +154,9 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
                 }
                 while count < MAX_GROUP_EVENTS {
                     match inbox.try_recv().ok() {
-                        Some(Job::Enqueue { events, done }) => {
-                            count += events.len();
-                            group.push((events, done));
+                        Some(Job::Enqueue(request)) => {
+                            count += request.events.len();
+                            group.push(request);
                         }
                         Some(other) => {
                             next = Some(other);
@@ -149,31 +172,56 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
     }
 }
 
-/// Writes a group at once. If that fails for a reason other than the database being
-/// unavailable, each request is written alone, so that each gets its own answer and one
-/// bad request cannot fail the others.
-fn commit<S: Sink>(sink: &mut S, group: Vec<(Vec<QueuedEvent>, oneshot::Sender<Result<()>>)>) {
+/// Writes a group at once, leaving out requests whose deadline passed. If the write
+/// fails for a reason other than the database being unavailable, each request is
+/// written alone, so that each gets its own answer and one bad request cannot fail the
+/// others.
+fn commit<S: Sink>(sink: &mut S, group: Vec<Request>) {
+    let now = Instant::now();
+    let (group, late): (Vec<Request>, Vec<Request>) = group
+        .into_iter()
+        .partition(|r| r.deadline > now && !r.done.is_closed());
+    for request in late {
+        let _ = request.done.send(Err(StoreError::DeadlinePassed));
+    }
     if group.len() > 1 {
-        let mut all = group.iter().flat_map(|(events, _)| events);
-        match sink.write(&mut all) {
-            Ok(()) => {
-                for (_, done) in group {
-                    let _ = done.send(Ok(()));
-                }
-                return;
-            }
+        let all: Vec<&QueuedEvent> = group.iter().flat_map(|r| &r.events).collect();
+        match sink.write(&all) {
+            Ok(refused) => return answer(group, &refused),
             Err(e) if e.is_unavailable() => {
                 let message = e.to_string();
-                for (_, done) in group {
-                    let _ = done.send(Err(StoreError::Unavailable(message.clone())));
+                for request in group {
+                    let _ = request
+                        .done
+                        .send(Err(StoreError::Unavailable(message.clone())));
                 }
                 return;
             }
             Err(_) => {}
         }
     }
-    for (events, done) in group {
-        let _ = done.send(sink.write(&mut events.iter()));
+    for request in group {
+        let events: Vec<&QueuedEvent> = request.events.iter().collect();
+        let _ = request.done.send(sink.write(&events));
+    }
+}
+
+/// Answers each request of a group written at once with its own refusals, renumbered
+/// from the group's indexes to the request's.
+fn answer(group: Vec<Request>, refused: &[Refusal]) {
+    let mut first = 0;
+    for request in group {
+        let end = first + request.events.len();
+        let own = refused
+            .iter()
+            .filter(|r| (first..end).contains(&r.index))
+            .map(|r| Refusal {
+                index: r.index - first,
+                reason: r.reason.clone(),
+            })
+            .collect();
+        first = end;
+        let _ = request.done.send(Ok(own));
     }
 }
 

@@ -38,7 +38,7 @@ use beacon_protocol::{Stats, TimeRange};
 
 pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
 pub use error::{Result, StoreError};
-pub use record::{ClaimedBatch, EventsPage, MoveOutcome, QueuedEvent};
+pub use record::{ClaimedBatch, EventsPage, MoveOutcome, QueueStatus, QueuedEvent, Refusal};
 
 /// The store. Cheap to clone; clones share connections and writer threads.
 #[derive(Debug, Clone)]
@@ -81,27 +81,25 @@ impl Store {
     }
 
     /// Durably queues events, sharing the write with concurrent calls (group commit).
-    /// Returns once the database acknowledged the write. An event sent twice is stored
-    /// and counted once, whether the copy arrives while the first is queued or after it
-    /// moved: `events` is keyed by event id.
-    pub async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
+    /// Returns once the database acknowledged the write, with the events it refused
+    /// for good (by index; only MongoDB refuses single documents). An event sent twice
+    /// is stored and counted once, whether the copy arrives while the first is queued
+    /// or after it moved: `events` is keyed by event id.
+    ///
+    /// An error means nothing was stored: a write that cannot start before `deadline`
+    /// is never started ([`StoreError::DeadlinePassed`]), and on MongoDB a write that
+    /// failed or outlived the store's write timeout is never moved.
+    pub async fn enqueue(
+        &self,
+        events: Vec<QueuedEvent>,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Refusal>> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         match &self.0 {
-            Backends::Mongo(s) => s.enqueue(events).await,
-            Backends::Embedded(s) => s.enqueue(events).await,
-        }
-    }
-
-    /// Returns once everything this process queued is claimable by workers. `enqueue`
-    /// returns once events are durable; on MongoDB they become claimable a moment
-    /// later, when their batch is released in the background (or, if this process
-    /// dies first, when that batch's lease runs out). The server calls this when it
-    /// shuts down.
-    pub async fn settle(&self) {
-        if let Backends::Mongo(s) = &self.0 {
-            s.settle().await;
+            Backends::Mongo(s) => s.enqueue(events, deadline).await,
+            Backends::Embedded(s) => s.enqueue(events, deadline).await,
         }
     }
 
@@ -162,12 +160,18 @@ impl Store {
         }
     }
 
+    /// Events waiting in the queue, claimed or not, and when the oldest arrived. Cheap:
+    /// no scan of the queue.
+    pub async fn queue_status(&self) -> Result<QueueStatus> {
+        match &self.0 {
+            Backends::Mongo(s) => s.queue_status().await,
+            Backends::Embedded(s) => s.queue_status().await,
+        }
+    }
+
     /// Events waiting in the queue, claimed or not.
     pub async fn queue_depth(&self) -> Result<u64> {
-        match &self.0 {
-            Backends::Mongo(s) => s.queue_depth().await,
-            Backends::Embedded(s) => s.queue_depth().await,
-        }
+        Ok(self.queue_status().await?.depth)
     }
 
     /// The secret salt for `day` (UTC), shared by every server: `fresh` is stored if the

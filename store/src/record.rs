@@ -49,6 +49,16 @@ impl QueuedEvent {
     }
 }
 
+/// An event the database refused for good when it was queued (MongoDB reports these
+/// per document): nothing of it is stored, and sending it again will not help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The event's index in what was enqueued.
+    pub index: usize,
+    /// The database's reason.
+    pub reason: String,
+}
+
 /// A batch the worker has claimed. Holding it does not stop another worker from taking
 /// the same events once the claim's lease runs out; moving them is idempotent regardless.
 #[derive(Debug)]
@@ -108,6 +118,16 @@ pub struct MoveOutcome {
     pub duplicates: usize,
     /// Events the database refused for good, moved to `dead_letters` with the error.
     pub dead_lettered: usize,
+}
+
+/// How full the queue is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Events waiting, claimed or not. On MongoDB an estimate from the collection's
+    /// metadata, exact once writes settle.
+    pub depth: u64,
+    /// When the oldest waiting event was accepted, if any waits.
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// Which stored events to read: a site's, in `[from, to)`, ordered by timestamp then

@@ -1,5 +1,7 @@
 //! Test support shared by Beacon's crates: a fresh, isolated database for each test on
-//! every backend that this machine can run.
+//! every backend that this machine can run (this file), a server configuration for
+//! tests, helpers that drive a store (`store`), a proxy that injects network faults
+//! (`proxy`) and one that speaks TLS (`tls`).
 //!
 //! MongoDB tests use `MONGO_URL` (as `scripts/test` sets it) with a new database per test.
 //! When it is unset they are skipped with a loud line, unless `BEACON_REQUIRE_MONGO=1`
@@ -7,6 +9,7 @@
 
 mod proxy;
 pub mod store;
+mod tls;
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use beacon_store::{Backend, StoreConfig};
 
 pub use proxy::FaultyProxy;
 pub use store::stored_ids;
+pub use tls::TlsProxy;
 
 /// A server on 127.0.0.1 (port 0: the caller binds) on `store`, with the worker inside
 /// polling every 20 ms, and every other setting at its default.

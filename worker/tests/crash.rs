@@ -66,7 +66,7 @@ async fn killed_and_concurrent_workers_store_every_accepted_event_exactly_once()
                 for chunk in 0..60 {
                     let events: Vec<_> = (0..25).map(|i| event(chunk * 25 + i)).collect();
                     accepted.extend(events.iter().map(|e| e.event_id));
-                    store.enqueue(events).await.unwrap();
+                    beacon_testkit::store::enqueue(&store, events).await;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 accepted

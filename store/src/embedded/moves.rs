@@ -17,6 +17,7 @@ use rusqlite::{Transaction, params};
 
 use super::EmbeddedStore;
 use super::codec::EVENT_COLUMNS;
+use super::queue::count_queued;
 use super::rollups::add_to_rollups;
 use crate::error::sqlite_refused;
 use crate::record::Claim;
@@ -82,11 +83,12 @@ impl EmbeddedStore {
         let removed = self
             .queue_writer
             .run(move |file| {
+                let tx = file.conn.transaction()?;
                 let sql = format!("DELETE FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2");
-                Ok(file
-                    .conn
-                    .prepare_cached(&sql)?
-                    .execute(params![first, last])?)
+                let removed = tx.prepare_cached(&sql)?.execute(params![first, last])?;
+                count_queued(&tx, &queue, -(removed as i64))?;
+                tx.commit()?;
+                Ok(removed)
             })
             .await?;
         lock(&self.claims).remove(&claim.token);

@@ -80,15 +80,18 @@ const EVENT_FIELDS: &str = "site_id TEXT NOT NULL,
     ingested_at INTEGER NOT NULL,
     props TEXT";
 
-/// The queue, in `queue.db`. No unique index on `event_id`: a copy sent twice is
-/// dropped when moved, as `events` is keyed by it. Claims are kept in memory.
+/// The queue, in `queue.db`, and its count of rows. No unique index on `event_id`: a
+/// copy sent twice is dropped when moved, as `events` is keyed by it. Claims are kept in
+/// memory.
 fn create_queue_table(conn: &Connection, queue: &str) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS \"{queue}\" (
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
              event_id TEXT NOT NULL,
              {EVENT_FIELDS}
-         );"
+         );
+         CREATE TABLE IF NOT EXISTS queue_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+         INSERT OR IGNORE INTO queue_counts (name, n) SELECT '{queue}', COUNT(*) FROM \"{queue}\";"
     ))?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The queue: enqueueing (the group-commit sink, on the queue's writer thread), claims
-//! and the queue's depth.
+//! and how full the queue is.
 //!
 //! A claim is a range of queue rows above every live claim, or a live claim whose lease
 //! ran out, taken over whole. Claims live in memory: one process owns the file, and
@@ -9,13 +9,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::codec::{EVENT_COLUMNS, props_json, read_event};
 use super::{EmbeddedStore, SqliteFile};
 use crate::group::Sink;
 use crate::record::Claim;
-use crate::{ClaimedBatch, QueuedEvent, Result, lock, millis, new_claim_token};
+use crate::{
+    ClaimedBatch, QueueStatus, QueuedEvent, Refusal, Result, from_millis, lock, millis,
+    new_claim_token,
+};
 
 /// A worker's claim: queue rows `first..=last` (by `seq`), until its lease ends.
 #[derive(Debug)]
@@ -35,8 +38,8 @@ impl Sink for SqliteFile {
     /// With dedicated writer threads, 100 µs did best on 2 cores (BENCHMARKS.md).
     const GATHER: Duration = Duration::from_micros(100);
 
-    /// One transaction, one fsync.
-    fn write(&mut self, events: &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()> {
+    /// One transaction, one fsync: all or nothing.
+    fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(&format!(
@@ -56,15 +59,28 @@ impl Sink for SqliteFile {
                 ])?;
             }
         }
+        count_queued(&tx, &self.queue, events.len() as i64)?;
         tx.commit()?;
-        Ok(())
+        Ok(Vec::new())
     }
+}
+
+/// Adds `n` (or subtracts) to the queue's count, inside the transaction that wrote or
+/// deleted the rows.
+pub(super) fn count_queued(conn: &rusqlite::Connection, queue: &str, n: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE queue_counts SET n = n + ?1 WHERE name = ?2")?
+        .execute(params![n, queue])?;
+    Ok(())
 }
 
 impl EmbeddedStore {
     /// Queues `events` through the queue's writer thread (group commit).
-    pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
-        self.queue_writer.enqueue(events).await
+    pub(crate) async fn enqueue(
+        &self,
+        events: Vec<QueuedEvent>,
+        deadline: Instant,
+    ) -> Result<Vec<Refusal>> {
+        self.queue_writer.enqueue(events, deadline).await
     }
 
     /// Claims the oldest unclaimed events (see the module doc).
@@ -125,14 +141,27 @@ impl EmbeddedStore {
         })
     }
 
-    pub(crate) async fn queue_depth(&self) -> Result<u64> {
-        self.read(|conn, queue| {
-            let n: i64 =
-                conn.query_row(&format!("SELECT COUNT(*) FROM q.\"{queue}\""), [], |r| {
-                    r.get(0)
-                })?;
-            Ok(u64::try_from(n).unwrap_or(0))
+    /// The depth is counted in `queue_counts`, in the same transactions that add and
+    /// delete rows, so reading it costs one row however deep the queue; the oldest row
+    /// is the first by `seq`.
+    pub(crate) async fn queue_status(&self) -> Result<QueueStatus> {
+        let (depth, oldest): (i64, Option<i64>) = self
+            .read(|conn, queue| {
+                let depth = conn
+                    .prepare_cached("SELECT n FROM q.queue_counts WHERE name = ?1")?
+                    .query_row([queue], |r| r.get(0))?;
+                let oldest = conn
+                    .prepare_cached(&format!(
+                        "SELECT ingested_at FROM q.\"{queue}\" ORDER BY seq LIMIT 1"
+                    ))?
+                    .query_row([], |r| r.get(0))
+                    .optional()?;
+                Ok((depth, oldest))
+            })
+            .await?;
+        Ok(QueueStatus {
+            depth: u64::try_from(depth).unwrap_or(0),
+            oldest: oldest.map(from_millis).transpose()?,
         })
-        .await
     }
 }

@@ -9,6 +9,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
 use super::codec::{bson_time, from_doc};
+use super::desk::ENQUEUER;
 use crate::record::Claim;
 use crate::{ClaimedBatch, QueuedEvent, Result, StoreError, new_claim_token};
 
@@ -26,8 +27,10 @@ pub(crate) struct MongoClaim {
 }
 
 impl MongoStore {
-    /// A batch whose holder's lease ran out, taken over whole (with its members); else the
-    /// oldest released batches, up to `max` events, joined into one.
+    /// A batch whose worker's lease ran out, taken over whole (with its members); else the
+    /// oldest released batches, up to `max` events, joined into one. A batch whose lease
+    /// ran out before its writer released it was never acknowledged: its events are
+    /// discarded on the way.
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         self.check_ready()?;
         let owner = new_claim_token();
@@ -42,6 +45,10 @@ impl MongoStore {
             .await?
         {
             let batch = batch_id(&expired)?;
+            if expired.get_str("owner") == Ok(ENQUEUER) {
+                self.discard_unreleased(&batch, &owner).await?;
+                continue;
+            }
             let members = self.members_of(&batch).await?;
             let events = self.batch_events(&batch, &members).await?;
             if !events.is_empty() {
@@ -149,6 +156,16 @@ impl MongoStore {
             events,
             more_waiting,
         )))
+    }
+
+    /// Deletes the events of a batch its writer never released, then the batch.
+    async fn discard_unreleased(&self, batch: &str, owner: &str) -> Result<()> {
+        let discarded = self.queue.delete_many(doc! { "batch": batch }).await?;
+        if discarded.deleted_count > 0 {
+            tracing::warn!(%batch, events = discarded.deleted_count, "discarded the events of a batch its writer never released: they were never acknowledged");
+        }
+        self.forget_batch(batch, &[], owner).await?;
+        Ok(())
     }
 
     /// The batches joined to `batch`.

@@ -130,9 +130,10 @@ pub(super) fn to_queue_doc(e: &QueuedEvent) -> Document {
         "batch": Bson::Null, // not in a batch yet
     };
     if let Some(props) = &e.props {
-        // A JSON object always converts to a BSON document.
-        if let Ok(Bson::Document(p)) = Bson::try_from(serde_json::Value::Object(props.clone())) {
-            d.insert("props", p);
+        // As JSON text, not a BSON document: MongoDB reads documents as Extended JSON,
+        // so `{"$oid": …}` or `{"$date": …}` inside props would change or vanish.
+        if let Ok(text) = serde_json::to_string(props) {
+            d.insert("props", text);
         }
     }
     d
@@ -159,12 +160,11 @@ pub(super) fn from_doc(d: &Document) -> Result<QueuedEvent> {
             .get_datetime("ingested_at")
             .map_err(|_| corrupt("ingested_at"))
             .and_then(|t| from_millis(t.timestamp_millis()))?,
-        props: match d.get_document("props") {
-            Ok(p) => match Bson::Document(p.clone()).into_relaxed_extjson() {
-                serde_json::Value::Object(m) => Some(m),
-                _ => None,
-            },
-            Err(_) => None,
-        },
+        props: d
+            .get_str("props")
+            .ok()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(&format!("props as JSON ({e})")))?,
     })
 }

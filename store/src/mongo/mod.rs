@@ -2,12 +2,14 @@
 //!
 //! The queue is a collection (`QUEUE_NAME`) keyed by event id. Events arrive in
 //! batches: each group commit writes its events stamped with a batch held by this
-//! process (id, holder, lease in `batches`), which is then released. A worker claims the
-//! oldest released batches, up to `BATCH_SIZE` events, and holds the first under a lease
-//! with the others joined to it as members (their events keep their labels; the members
-//! lose their own leases). Claiming therefore reads and writes only the small `batches`
-//! collection, never searches or rewrites the queue, however deep it is. If a holder
-//! dies, another worker takes its batch over, members and all, once the lease runs out.
+//! process (id, holder, lease in `batches`), and releases the batch before it answers.
+//! A worker claims the oldest released batches, up to `BATCH_SIZE` events, and holds the
+//! first under a lease with the others joined to it as members (their events keep their
+//! labels; the members lose their own leases). Claiming therefore reads and writes only
+//! the small `batches` collection, never searches or rewrites the queue, however deep it
+//! is. If a worker dies, another takes its batch over, members and all, once the lease
+//! runs out. A batch whose lease runs out before it was released was never acknowledged
+//! (its writer died, or its write failed or took too long): its events are discarded.
 //!
 //! Moving a batch uses no multi-document transaction, and every step is idempotent:
 //!
@@ -32,8 +34,8 @@
 //!
 //! Files, one concern each:
 //! - `open`: client options, collections and indexes, and the install's secret;
-//! - `queue`: enqueueing (the group-commit sink) and the queue's depth; `desk` records
-//!   held batches ahead of need and releases written ones in bulk, after the answer;
+//! - `queue`: enqueueing (the group-commit sink) and how full the queue is; `desk`
+//!   records held batches ahead of need;
 //! - `claim`: claims, leases and taking over a stopped worker's batch;
 //! - `moves`: the three steps above, and dead letters;
 //! - `rollups`: the compare-and-set of one bucket;
@@ -98,8 +100,6 @@ pub struct MongoStore {
     ready: Arc<AtomicBool>,
     /// Group commit: the thread that writes the queue.
     writer: Writer<queue::QueueSink>,
-    /// Batches for group commits, recorded ahead and released after the answer.
-    desk: Arc<desk::BatchDesk>,
     /// Batches this process moved lately, oldest first: their `applied` entries can go.
     finished: Arc<Mutex<VecDeque<String>>>,
 }

@@ -44,7 +44,13 @@ impl MongoStore {
         let ready = Arc::new(AtomicBool::new(false));
         let desk = BatchDesk::new(db.collection(BATCHES), config.claim_lease);
         let queue = db.collection(&config.queue_name);
-        let sink = QueueSink::new(queue.clone(), Arc::clone(&desk), Arc::clone(&ready));
+        let sink = QueueSink::new(
+            queue.clone(),
+            db.collection(BATCHES),
+            desk,
+            Arc::clone(&ready),
+            config.write_timeout,
+        );
         Ok(Self {
             queue,
             events: db.collection(EVENTS),
@@ -65,7 +71,6 @@ impl MongoStore {
             claim_lease: config.claim_lease,
             ready,
             writer: Writer::start("beacon-queue", sink)?,
-            desk,
             finished: Arc::default(),
         })
     }

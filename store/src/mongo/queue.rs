@@ -1,28 +1,35 @@
-//! Enqueueing: the group-commit sink that writes the queue, and the queue's depth.
+//! Enqueueing: the group-commit sink that writes the queue, and how full the queue is.
 //!
-//! Each group is written into one batch held by this process (see `desk`), which is
-//! released in the background once its events are in. A writer that dies before
-//! releasing leaves a lease; when it runs out, a worker takes over whatever was written.
+//! Each group is written into one batch held by this process (see `desk`), which the
+//! writer then releases, and only then answers: so every acknowledged event is in a
+//! released batch, which workers move. If the write or the release fails or outlives
+//! the write timeout, the answer is an error and the batch stays unreleased: when its
+//! lease runs out, the worker that finds it discards its events. An error therefore
+//! means that nothing is stored, even if part of the write landed.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 use tokio::runtime::Handle;
 
-use super::codec::{only_duplicate_keys, to_queue_doc};
-use super::desk::BatchDesk;
+use super::claim::released;
+use super::codec::{DUPLICATE_KEY, count_bson, refused_documents, to_queue_doc};
+use super::desk::{BatchDesk, ENQUEUER};
 use super::{MongoStore, check_ready};
 use crate::group::Sink;
-use crate::{QueuedEvent, Result};
+use crate::{QueueStatus, QueuedEvent, Refusal, Result, StoreError, from_millis};
 
 /// Writes groups into the queue, on the writer thread.
 pub(crate) struct QueueSink {
     queue: Collection<Document>,
+    batches: Collection<Document>,
     desk: Arc<BatchDesk>,
     ready: Arc<AtomicBool>,
+    write_timeout: Duration,
     /// The runtime the store was opened on, which drives the driver's I/O.
     runtime: Handle,
 }
@@ -31,61 +38,109 @@ impl QueueSink {
     /// Must be called on the runtime that will drive the writes.
     pub(super) fn new(
         queue: Collection<Document>,
+        batches: Collection<Document>,
         desk: Arc<BatchDesk>,
         ready: Arc<AtomicBool>,
+        write_timeout: Duration,
     ) -> Self {
         Self {
             queue,
+            batches,
             desk,
             ready,
+            write_timeout,
             runtime: Handle::current(),
         }
     }
 
-    async fn write_batch(&self, docs: Vec<Document>, count: u64) -> Result<()> {
+    /// Inserts the group into a held batch, then releases it (see the module doc).
+    async fn write_batch(&self, mut docs: Vec<Document>) -> Result<Vec<Refusal>> {
         check_ready(&self.ready)?;
         let batch = match self.desk.spare() {
             Some(batch) => batch,
             None => self.desk.record().await?,
         };
-        let docs = docs.into_iter().map(|mut d| {
+        for d in &mut docs {
             d.insert("batch", &batch);
-            d
-        });
-        match self.queue.insert_many(docs).ordered(false).await {
-            Ok(_) => {}
-            Err(e) if only_duplicate_keys(&e) => {}
-            Err(e) => return Err(e.into()),
         }
-        self.desk.release(batch, count);
-        Ok(())
+        let count = docs.len();
+        let refused: Vec<Refusal> = match self.queue.insert_many(docs).ordered(false).await {
+            Ok(_) => Vec::new(),
+            // A duplicate key is an event queued already: what the caller wanted.
+            Err(e) => refused_documents(e)?
+                .into_iter()
+                .filter(|(_, code, _)| *code != DUPLICATE_KEY)
+                .map(|(index, _, reason)| Refusal { index, reason })
+                .collect(),
+        };
+        let released = self
+            .batches
+            .update_one(
+                doc! { "_id": &batch, "owner": ENQUEUER },
+                doc! { "$set": {
+                    "owner": "", "until": released(),
+                    "events": count_bson((count - refused.len()) as u64),
+                } },
+            )
+            .await?;
+        if released.matched_count == 0 {
+            // Its lease ran out during the write, and a worker has discarded it.
+            return Err(StoreError::Unavailable(
+                "the write took longer than the claim lease".to_owned(),
+            ));
+        }
+        Ok(refused)
     }
 }
 
 impl Sink for QueueSink {
-    /// None: a group already waits a round trip, during which the next one gathers.
+    /// None: a group already waits for two round trips, during which the next gathers.
     const GATHER: Duration = Duration::ZERO;
 
-    fn write(&mut self, events: &mut dyn Iterator<Item = &QueuedEvent>) -> Result<()> {
-        let docs: Vec<Document> = events.map(to_queue_doc).collect();
-        let count = docs.len() as u64;
-        self.runtime.block_on(self.write_batch(docs, count))
+    fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
+        let docs = events.iter().map(|e| to_queue_doc(e)).collect();
+        let timeout = self.write_timeout;
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.write_batch(docs))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "MongoDB did not take the events within {} ms",
+                        timeout.as_millis()
+                    ))
+                })?
+        })
     }
 }
 
 impl MongoStore {
     /// Queues `events` through the writer thread (group commit).
-    pub(crate) async fn enqueue(&self, events: Vec<QueuedEvent>) -> Result<()> {
-        self.writer.enqueue(events).await
+    pub(crate) async fn enqueue(
+        &self,
+        events: Vec<QueuedEvent>,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Refusal>> {
+        self.writer.enqueue(events, deadline).await
     }
 
-    /// Waits until every batch this process queued has been released.
-    pub(crate) async fn settle(&self) {
-        self.desk.settle().await;
-    }
-
-    pub(crate) async fn queue_depth(&self) -> Result<u64> {
+    /// The depth from the collection's metadata; the oldest event by batch id, which is
+    /// a UUIDv7 and so in the order batches were recorded (the queue's one index).
+    pub(crate) async fn queue_status(&self) -> Result<QueueStatus> {
         self.check_ready()?;
-        Ok(self.queue.count_documents(doc! {}).await?)
+        let depth = self.queue.estimated_document_count().await?;
+        let oldest: Option<Document> = self
+            .queue
+            .find(doc! {})
+            .sort(doc! { "batch": 1 })
+            .projection(doc! { "ingested_at": 1 })
+            .limit(1)
+            .await?
+            .try_next()
+            .await?;
+        let oldest = oldest
+            .and_then(|d| d.get_datetime("ingested_at").ok().copied())
+            .map(|t| from_millis(t.timestamp_millis()))
+            .transpose()?;
+        Ok(QueueStatus { depth, oldest })
     }
 }

@@ -1,0 +1,84 @@
+//! Rate limits on ingest, per client address (`RATE_LIMIT_PER_SECOND`,
+//! `RATE_LIMIT_BURST`), with `tower_governor`: a token bucket per address, answering
+//! `429` with `Retry-After` in the API's JSON error shape. Which address counts is
+//! `client_ip`'s answer, the same as for cookieless ids.
+//!
+//! Buckets of addresses that have gone quiet are dropped every minute, so the limiter's
+//! memory follows the number of recent clients, not of all clients ever seen.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::IntoResponse;
+use beacon_config::RateLimit;
+use governor::middleware::NoOpMiddleware;
+use tower_governor::GovernorError;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+
+use crate::client_ip::client_ip;
+use crate::error::ApiError;
+use crate::serve::peer;
+
+/// How often quiet addresses' buckets are dropped.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// Keys requests by client address.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientKey {
+    trust_proxy: bool,
+}
+
+impl KeyExtractor for ClientKey {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<IpAddr, GovernorError> {
+        // A request without a peer comes from inside (tests calling the router): one
+        // bucket for all of them.
+        Ok(client_ip(
+            request.headers(),
+            peer(request.extensions()),
+            self.trust_proxy,
+        )
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+    }
+}
+
+/// The limiter for ingest routes.
+pub type Layer = GovernorLayer<ClientKey, NoOpMiddleware, Body>;
+
+/// A layer that limits each client address to `limit`.
+pub fn layer(limit: RateLimit, trust_proxy: bool) -> Layer {
+    let config: Arc<GovernorConfig<ClientKey, NoOpMiddleware>> = Arc::new(
+        GovernorConfigBuilder::default()
+            .period(Duration::from_secs(1) / limit.per_second.max(1))
+            .burst_size(limit.burst.max(1))
+            .key_extractor(ClientKey { trust_proxy })
+            .finish()
+            // Both are at least one, the only way finish() fails.
+            .unwrap_or_else(|| unreachable!("a period and burst above zero")),
+    );
+    tokio::spawn(forget_quiet(Arc::downgrade(&config)));
+    GovernorLayer::new(config).error_handler(|error| match error {
+        GovernorError::TooManyRequests { wait_time, .. } => ApiError::RateLimited {
+            retry_after_secs: wait_time.max(1),
+        }
+        .into_response(),
+        _ => ApiError::Internal("the rate limiter failed".to_owned()).into_response(),
+    })
+}
+
+async fn forget_quiet(config: Weak<GovernorConfig<ClientKey, NoOpMiddleware>>) {
+    loop {
+        tokio::time::sleep(FORGET_EVERY).await;
+        let Some(config) = config.upgrade() else {
+            return; // the server is gone
+        };
+        config.limiter().retain_recent();
+        config.limiter().shrink_to_fit();
+    }
+}

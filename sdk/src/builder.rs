@@ -73,6 +73,7 @@ pub struct ClientBuilder {
     site_id: Option<String>,
     user_id: Option<String>,
     http: Option<reqwest::Client>,
+    root_certificates: Vec<Vec<u8>>,
     settings: Settings,
 }
 
@@ -83,6 +84,7 @@ impl ClientBuilder {
             site_id: None,
             user_id: None,
             http: None,
+            root_certificates: Vec::new(),
             settings: Settings::default(),
         }
     }
@@ -163,6 +165,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Also trusts this certificate authority (DER-encoded) for `https://` servers, for
+    /// a Beacon behind a private CA. Publicly trusted certificates need nothing: the
+    /// client trusts the Mozilla roots (rustls with webpki-roots, no OpenSSL).
+    pub fn root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(der.into());
+        self
+    }
+
     /// The HTTP client to use, for proxies, TLS roots or connection pools of your own.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
@@ -204,13 +214,23 @@ impl ClientBuilder {
         settings.backoff_max = settings.backoff_max.max(settings.backoff_base);
         let http = match self.http {
             Some(http) => http,
-            None => reqwest::Client::builder().build()?,
+            None => {
+                let mut builder = reqwest::Client::builder();
+                for der in &self.root_certificates {
+                    let certificate = reqwest::Certificate::from_der(der)
+                        .map_err(|e| Error::Config(format!("root certificate: {e}")))?;
+                    builder = builder.add_root_certificate(certificate);
+                }
+                builder.build()?
+            }
         };
         let shared = Arc::new(Shared {
             buffer: Mutex::new(VecDeque::with_capacity(settings.capacity.min(1024))),
             batch_ready: Notify::new(),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            deadline: Mutex::new(None),
+            wake: Notify::new(),
             events_url: join("events")?,
             stats_url: join("stats")?,
             settings,

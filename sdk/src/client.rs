@@ -5,9 +5,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use beacon_protocol::{ErrorBody, Event, Stats, StatsQuery};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::builder::{ClientBuilder, Settings};
 use crate::metrics::{Counters, Metrics};
@@ -21,6 +23,10 @@ pub(crate) struct Shared {
     pub batch_ready: Notify,
     pub counters: Counters,
     pub closed: AtomicBool,
+    /// When a shutdown must be over; set once, by the first shutdown.
+    pub deadline: Mutex<Option<Instant>>,
+    /// Wakes a waiting send when the deadline is set.
+    pub wake: Notify,
     pub settings: Settings,
     /// `POST /events`.
     pub events_url: reqwest::Url,
@@ -30,6 +36,37 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Stops taking events and sets the shutdown deadline (if none is set yet), waking
+    /// a send that is waiting, so that it gives up at the deadline rather than after its
+    /// retries.
+    pub fn begin_close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        {
+            let mut deadline = self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+            deadline.get_or_insert_with(|| Instant::now() + self.settings.shutdown_timeout);
+        }
+        self.wake.notify_waiters();
+    }
+
+    /// The shutdown deadline, once shutting down.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once shutting down and past the deadline; never otherwise.
+    pub async fn deadline_reached(&self) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(deadline) = self.deadline() {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Takes up to one batch from the front of the buffer.
     pub fn take_batch(&self) -> Vec<Event> {
         let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
@@ -41,6 +78,10 @@ impl Shared {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
+
+/// How long past the shutdown deadline `shutdown()` waits for the sender to count what
+/// it dropped.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// Closes the sender when the last [`Client`] clone is dropped.
 #[derive(Debug)]
@@ -149,7 +190,9 @@ impl Client {
         }
     }
 
-    /// Sends everything buffered now, and waits until it was delivered or given up on.
+    /// Sends everything buffered now, and waits until it was delivered or given up on,
+    /// or until the shutdown timeout has passed, whichever comes first. Events tracked
+    /// meanwhile are sent on the next tick, not waited for.
     ///
     /// ```no_run
     /// # async fn demo(client: beacon::Client) {
@@ -159,13 +202,18 @@ impl Client {
     /// ```
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.handle.commands.send(Command::Flush(done)).is_ok() {
-            let _ = wait.await;
+        let upto = self.buffered();
+        let command = Command::Flush { done, upto };
+        if self.handle.commands.send(command).is_ok() {
+            // Events still being retried stay buffered; the sender goes on with them.
+            let timeout = self.handle.shared.settings.shutdown_timeout;
+            let _ = tokio::time::timeout(timeout, wait).await;
         }
     }
 
-    /// Stops accepting events and sends what is buffered, within the shutdown timeout.
-    /// Events tracked afterwards are dropped and counted.
+    /// Stops accepting events and sends what is buffered, within the shutdown timeout,
+    /// even if a send is being retried. What is left then is dropped and counted, as are
+    /// events tracked afterwards.
     ///
     /// ```no_run
     /// # async fn demo(client: beacon::Client) {
@@ -174,6 +222,8 @@ impl Client {
     /// # }
     /// ```
     pub async fn shutdown(&self) {
+        let shared = &self.handle.shared;
+        shared.begin_close();
         let (done, wait) = oneshot::channel();
         if self
             .handle
@@ -181,7 +231,8 @@ impl Client {
             .send(Command::Close(Some(done)))
             .is_ok()
         {
-            let _ = wait.await;
+            let deadline = shared.deadline().unwrap_or_else(Instant::now) + CLOSE_GRACE;
+            let _ = tokio::time::timeout_at(deadline, wait).await;
         }
     }
 

@@ -18,8 +18,11 @@ use crate::client::Shared;
 /// What the client handles ask of the sender.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Send everything now and report back.
-    Flush(oneshot::Sender<()>),
+    /// Send the first `upto` buffered events now and report back.
+    Flush {
+        done: oneshot::Sender<()>,
+        upto: usize,
+    },
     /// Stop accepting events, send what is left within the shutdown timeout, and exit.
     Close(Option<oneshot::Sender<()>>),
 }
@@ -53,11 +56,11 @@ async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<Command>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => send_buffered(&shared, None).await,
-            () = shared.batch_ready.notified() => send_buffered(&shared, None).await,
+            _ = ticker.tick() => send_buffered(&shared, usize::MAX).await,
+            () = shared.batch_ready.notified() => send_buffered(&shared, usize::MAX).await,
             command = inbox.recv() => match command {
-                Some(Command::Flush(done)) => {
-                    send_buffered(&shared, None).await;
+                Some(Command::Flush { done, upto }) => {
+                    send_buffered(&shared, upto).await;
                     let _ = done.send(());
                 }
                 Some(Command::Close(done)) => {
@@ -77,9 +80,8 @@ async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<Command>) {
 }
 
 async fn close(shared: &Shared) {
-    shared.closed.store(true, Ordering::Relaxed);
-    let deadline = Instant::now() + shared.settings.shutdown_timeout;
-    send_buffered(shared, Some(deadline)).await;
+    shared.begin_close();
+    send_buffered(shared, usize::MAX).await;
     let left = shared.take_batch().len() + shared.buffered();
     if left > 0 {
         shared
@@ -93,18 +95,22 @@ async fn close(shared: &Shared) {
     }
 }
 
-/// Sends the buffer, batch by batch, until it is empty (or the deadline passes).
-async fn send_buffered(shared: &Shared, deadline: Option<Instant>) {
-    loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+/// Sends up to `upto` events from the buffer, batch by batch, until it is empty or
+/// the shutdown deadline passes. A limit, so that a flush ends even while events keep
+/// being tracked.
+async fn send_buffered(shared: &Shared, upto: usize) {
+    let mut sent = 0;
+    while sent < upto {
+        if shared.deadline().is_some_and(|d| Instant::now() >= d) {
             return;
         }
         let batch = shared.take_batch();
         if batch.is_empty() {
             return;
         }
+        sent += batch.len();
         for chunk in split_by_bytes(&batch, shared.settings.max_batch_bytes) {
-            send_with_retries(shared, &chunk, deadline).await;
+            send_with_retries(shared, &chunk).await;
         }
     }
 }
@@ -151,17 +157,32 @@ fn body_of(events: &[Vec<u8>], gzip: bool) -> Vec<u8> {
     }
 }
 
+/// Largest answer read: the per-event results of a full batch are far smaller.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Reads a response body, refusing one larger than [`MAX_RESPONSE_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err("the answer is too large".to_owned());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 enum Attempt {
-    Delivered(Option<BatchResponse>),
+    Delivered(BatchResponse),
     TooLarge,
     Refused(String),
     Retry(String, Option<Duration>),
 }
 
-async fn post(shared: &Shared, body: Vec<u8>, deadline: Option<Instant>) -> Attempt {
+async fn post(shared: &Shared, body: Vec<u8>) -> Attempt {
     let s = &shared.settings;
     let mut timeout = s.request_timeout;
-    if let Some(d) = deadline {
+    if let Some(d) = shared.deadline() {
         timeout = timeout.min(d.saturating_duration_since(Instant::now()));
     }
     let mut request = shared
@@ -179,7 +200,15 @@ async fn post(shared: &Shared, body: Vec<u8>, deadline: Option<Instant>) -> Atte
     };
     let status = response.status();
     if status.is_success() {
-        return Attempt::Delivered(response.json().await.ok());
+        // A 2xx whose per-event results cannot be read is not a delivery: the events
+        // carry ids, so sending them again is safe.
+        return match read_capped(response)
+            .await
+            .map(|b| serde_json::from_slice(&b))
+        {
+            Ok(Ok(results)) => Attempt::Delivered(results),
+            _ => Attempt::Retry(format!("{status} with an unreadable answer"), None),
+        };
     }
     let retry_after = response
         .headers()
@@ -187,11 +216,11 @@ async fn post(shared: &Shared, body: Vec<u8>, deadline: Option<Instant>) -> Atte
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let reason = response
-        .json::<beacon_protocol::ErrorBody>()
+    let reason = read_capped(response)
         .await
-        .map(|b| b.message)
-        .unwrap_or_else(|_| status.to_string());
+        .ok()
+        .and_then(|b| serde_json::from_slice::<beacon_protocol::ErrorBody>(&b).ok())
+        .map_or_else(|| status.to_string(), |b| b.message);
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => Attempt::TooLarge,
         StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
@@ -224,19 +253,28 @@ fn drop_events(shared: &Shared, count: usize, why: &str) {
     tracing::warn!(events = count, reason = why, "beacon: events dropped");
 }
 
-async fn send_with_retries(shared: &Shared, events: &[Vec<u8>], deadline: Option<Instant>) {
+/// Sends one request's events, retrying as the server allows, until they are
+/// delivered, refused, out of retries, or the shutdown deadline passes, which cuts a
+/// request or a wait short.
+async fn send_with_retries(shared: &Shared, events: &[Vec<u8>]) {
     let body = body_of(events, shared.settings.gzip);
     let mut attempt = 0;
     loop {
-        match post(shared, body.clone(), deadline).await {
+        let sent = tokio::select! {
+            sent = post(shared, body.clone()) => sent,
+            () = shared.deadline_reached() => {
+                return drop_events(shared, events.len(), "shutdown: the deadline passed");
+            }
+        };
+        match sent {
             Attempt::Delivered(response) => {
-                record_delivery(shared, events.len(), response);
+                record_delivery(shared, response);
                 return;
             }
             Attempt::TooLarge if events.len() > 1 => {
                 let (left, right) = events.split_at(events.len() / 2);
-                Box::pin(send_with_retries(shared, left, deadline)).await;
-                Box::pin(send_with_retries(shared, right, deadline)).await;
+                Box::pin(send_with_retries(shared, left)).await;
+                Box::pin(send_with_retries(shared, right)).await;
                 return;
             }
             Attempt::TooLarge => return drop_events(shared, 1, "event too large for the server"),
@@ -250,7 +288,10 @@ async fn send_with_retries(shared: &Shared, events: &[Vec<u8>], deadline: Option
                     Some(wait) => wait.min(shared.settings.max_retry_after),
                     None => backoff(shared, attempt),
                 };
-                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                if shared
+                    .deadline()
+                    .is_some_and(|d| Instant::now() + wait >= d)
+                {
                     return drop_events(shared, events.len(), &format!("shutdown: {reason}"));
                 }
                 tracing::debug!(
@@ -259,18 +300,19 @@ async fn send_with_retries(shared: &Shared, events: &[Vec<u8>], deadline: Option
                     reason,
                     "beacon: retrying batch"
                 );
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shared.deadline_reached() => {
+                        return drop_events(shared, events.len(), &format!("shutdown: {reason}"));
+                    }
+                }
             }
         }
     }
 }
 
-fn record_delivery(shared: &Shared, sent: usize, response: Option<BatchResponse>) {
+fn record_delivery(shared: &Shared, response: BatchResponse) {
     let c = &shared.counters;
-    let Some(response) = response else {
-        c.delivered.fetch_add(sent as u64, Ordering::Relaxed);
-        return;
-    };
     c.delivered
         .fetch_add(response.accepted as u64, Ordering::Relaxed);
     if response.rejected > 0 {

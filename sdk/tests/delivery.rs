@@ -122,3 +122,27 @@ async fn a_server_restart_in_the_middle_loses_and_doubles_nothing() {
         server.stop().await;
     }
 }
+
+/// The client sends to an `https://` server (here a TLS proxy in front of Beacon, with a
+/// certificate the test trusts), and reads stats over it.
+#[tokio::test]
+async fn events_arrive_over_https() {
+    let backend = TestBackend::embedded();
+    let (server, addr) = start_server(&backend.config, "127.0.0.1:0".parse().unwrap()).await;
+    let tls = beacon_testkit::TlsProxy::start(addr).await;
+    let client = beacon::Client::builder(format!("https://localhost:{}", tls.addr().port()))
+        .site_id("tls")
+        .root_certificate(tls.certificate())
+        .flush_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        client.page_view(format!("/{i}"));
+    }
+    client.flush().await;
+    assert_eq!(client.metrics().delivered, 20);
+    let stats = wait_for_total(&client, "tls", 20).await;
+    assert_eq!(stats.total_events, 20);
+    client.shutdown().await;
+    server.stop().await;
+}

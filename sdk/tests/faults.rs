@@ -22,6 +22,10 @@ enum Reply {
     /// 413 unless the batch holds a single event.
     TooLargeUnlessSingle,
     Hang,
+    /// 200 with a body that is not the per-event results.
+    Garbage,
+    /// 200 with a body of 5 MB.
+    Huge,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +105,8 @@ async fn handle(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Re
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()
         }
+        Reply::Garbage => "ok".into_response(),
+        Reply::Huge => vec![b' '; 5 * 1024 * 1024].into_response(),
     }
 }
 
@@ -259,6 +265,72 @@ async fn batches_respect_the_size_and_byte_limits_and_plain_bodies_work() {
             .all(|r| serde_json::to_vec(&r.events).unwrap().len() <= 2048)
     );
     assert_eq!(got.iter().map(|r| r.events.len()).sum::<usize>(), 35);
+}
+
+/// Shutdown keeps its deadline while a send waits out a server's hour-long
+/// `Retry-After`: what is left is dropped and counted. The bound is loose on purpose:
+/// without the fix, shutdown waited for the hour.
+#[tokio::test]
+async fn shutdown_returns_by_its_deadline_even_mid_retry() {
+    let (peer, addr) = Peer::start([]).await;
+    *peer.fallback.lock().unwrap() = Some(Reply::RetryAfter(503, 3600));
+    let client = client(addr)
+        .batch_size(3)
+        .max_retry_after(Duration::from_secs(3600))
+        .shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        client.page_view(format!("/{i}"));
+    }
+    while peer.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), client.shutdown())
+        .await
+        .expect("shutdown kept its deadline");
+    assert_eq!(client.metrics().dropped_undeliverable, 3);
+    assert_eq!(client.buffered(), 0);
+}
+
+/// A flush sends what was buffered when it was called, even while events keep coming.
+#[tokio::test]
+async fn flush_returns_while_events_keep_being_tracked() {
+    let (peer, addr) = Peer::start([]).await;
+    let client = client(addr).batch_size(10).build().unwrap();
+    for i in 0..25 {
+        client.page_view(format!("/{i}"));
+    }
+    let tracker = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                client.page_view("/more");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), client.flush())
+        .await
+        .expect("flush returned");
+    tracker.abort();
+    let sent: Vec<String> = peer.received().iter().flat_map(paths).collect();
+    assert!(sent.starts_with(&(0..25).map(|i| format!("/{i}")).collect::<Vec<_>>()));
+}
+
+/// A `2xx` whose per-event results cannot be read (not JSON, or too large to read) is
+/// not counted as delivered: the batch is sent again, which its event ids make safe.
+#[tokio::test]
+async fn a_2xx_without_readable_results_is_sent_again() {
+    let (peer, addr) = Peer::start([Reply::Garbage, Reply::Huge]).await;
+    let client = client(addr).build().unwrap();
+    client.page_view("/a");
+    client.page_view("/b");
+    client.flush().await;
+    let got = peer.received();
+    assert_eq!(got.len(), 3, "garbage, too large, then read");
+    assert_eq!(client.metrics().delivered, 2);
+    assert_eq!(client.dropped(), 0);
 }
 
 #[test]

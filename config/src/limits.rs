@@ -25,6 +25,9 @@ pub struct Limits {
     /// `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST`: ingest requests per client
     /// address, or `None` when `RATE_LIMIT_PER_SECOND=0`.
     pub rate_limit: Option<RateLimit>,
+    /// `READ_RATE_LIMIT_PER_SECOND` and `READ_RATE_LIMIT_BURST`: reads (stats, queries,
+    /// the admin API) per key (per address in open mode), or `None` when 0.
+    pub read_rate_limit: Option<RateLimit>,
 }
 
 /// A token bucket per client address.
@@ -77,6 +80,13 @@ pub(crate) struct LimitArgs {
     /// Ingest requests per client address allowed at once above that rate.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit_burst: u32,
+    /// Reads (stats, queries, the admin API) per second per key, or per client address
+    /// without one; 0 turns it off.
+    #[arg(long, env = "READ_RATE_LIMIT_PER_SECOND", default_value_t = 20)]
+    read_rate_limit_per_second: u32,
+    /// Reads per key allowed at once above that rate.
+    #[arg(long, env = "READ_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    read_rate_limit_burst: u32,
 }
 
 impl LimitArgs {
@@ -101,6 +111,10 @@ impl LimitArgs {
             rate_limit: (self.rate_limit_per_second > 0).then_some(RateLimit {
                 per_second: self.rate_limit_per_second,
                 burst: self.rate_limit_burst,
+            }),
+            read_rate_limit: (self.read_rate_limit_per_second > 0).then_some(RateLimit {
+                per_second: self.read_rate_limit_per_second,
+                burst: self.read_rate_limit_burst,
             }),
         })
     }

@@ -28,6 +28,11 @@ pub struct ServerConfig {
     pub trust_proxy: bool,
     /// Timeouts, connections, the queue's high-water mark, rate limits.
     pub limits: Limits,
+    /// `ADMIN_TOKEN`: with it, reads need a key and the admin API is open to this
+    /// token; without it, stats are readable by anyone.
+    pub admin_token: Option<String>,
+    /// `STRICT_SITES`: refuse events for site ids that are not registered.
+    pub strict_sites: bool,
     /// The worker's settings (for the worker inside) and the store's.
     pub worker: WorkerConfig,
 }
@@ -57,10 +62,31 @@ struct ServerArgs {
     trust_proxy: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    /// The admin API's token. Set, every read (stats, queries) needs it or a site's read
+    /// key; unset, stats are readable by anyone and the admin API is off. At least 16
+    /// characters.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Refuse events for site ids that are not registered (POST /api/sites).
+    #[arg(long, env = "STRICT_SITES", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    strict_sites: bool,
     #[command(flatten)]
     polling: PollingArgs,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// The admin token, if set and not blank. Checked here rather than by clap, whose
+/// message would show the value.
+fn admin_token(token: Option<&str>) -> Result<Option<String>, clap::Error> {
+    match token.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) if t.len() >= 16 => Ok(Some(t.to_owned())),
+        Some(_) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            "invalid value for '--admin-token <ADMIN_TOKEN>': use at least 16 characters\n",
+        )),
+    }
 }
 
 impl ServerConfig {
@@ -90,6 +116,8 @@ impl Args for ServerArgs {
             sdk_dir: self.sdk_dir.clone(),
             trust_proxy: self.trust_proxy,
             limits: self.limits.resolve()?,
+            admin_token: admin_token(self.admin_token.as_deref())?,
+            strict_sites: self.strict_sites,
             worker: self.polling.resolve(store),
         })
     }

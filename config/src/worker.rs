@@ -18,6 +18,9 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// `POLL_MS`: polls of an idle queue start this far apart.
     pub poll_interval: Duration,
+    /// `RETENTION_DAYS`: raw events older than this are deleted (rollups stay); `None`
+    /// keeps them forever.
+    pub retention: Option<Duration>,
     /// Where the queue and events live.
     pub store: StoreConfig,
 }
@@ -42,6 +45,10 @@ pub(crate) struct PollingArgs {
     /// apart.
     #[arg(long, env = "POLL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     poll_ms: u64,
+    /// Delete raw events older than this many days, in small batches; totals in the
+    /// rollups stay. Unset: keep raw events forever.
+    #[arg(long, env = "RETENTION_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    retention_days: Option<u64>,
 }
 
 impl PollingArgs {
@@ -50,6 +57,9 @@ impl PollingArgs {
             // At most MAX_BATCH_SIZE, checked by the parser.
             batch_size: usize::try_from(self.batch_size).unwrap_or(usize::MAX),
             poll_interval: Duration::from_millis(self.poll_ms),
+            retention: self
+                .retention_days
+                .map(|days| Duration::from_secs(days * 24 * 3600)),
             store,
         }
     }

@@ -91,6 +91,21 @@ pub enum ApiError {
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
+    /// No such thing (a site, a key).
+    #[error("{0}")]
+    Missing(String),
+    /// A request to the admin API is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No key, or an unknown one, where a key is needed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A key that may not do this, or events a site does not take.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing exists already.
+    #[error("{0}")]
+    Conflict(String),
     /// A browser SDK file that is not built (or not in `SDK_DIR`).
     #[error(
         "{0} is not here: build the browser SDK with scripts/build-wasm, or point SDK_DIR at its files"
@@ -115,7 +130,13 @@ impl ApiError {
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            Self::NotFound(_) | Self::SdkFileMissing(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotFound(_) | Self::Missing(_) | Self::SdkFileMissing(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         }
     }
 }
@@ -133,6 +154,12 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             status: r.status(),
             message: r.body_text(),
         }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        Self::Invalid(r.body_text())
     }
 }
 
@@ -156,6 +183,11 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -15,14 +15,18 @@
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
 
+mod access;
+mod admin;
 mod client_ip;
 mod cookieless;
 pub mod error;
+mod export;
 mod pressure;
 mod ratelimit;
 mod routes;
 mod sdk;
 mod serve;
+mod sites;
 
 use std::future::Future;
 use std::path::Path;
@@ -31,7 +35,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{Method, header};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use beacon_config::Limits;
 use beacon_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -59,6 +63,10 @@ pub struct Shared {
     pub limits: Limits,
     /// The queue's depth against its high-water mark.
     pub pressure: Arc<pressure::Pressure>,
+    /// Who may read what.
+    pub auth: access::Auth,
+    /// Which events ingest lets in.
+    pub sites: Arc<sites::Sites>,
     /// Anonymous ids for cookieless batches.
     pub anonymizer: cookieless::Anonymizer,
 }
@@ -69,6 +77,8 @@ impl AppState {
         Self(Arc::new(Shared {
             anonymizer: cookieless::Anonymizer::new(store.clone(), config.trust_proxy),
             pressure: pressure::Pressure::start(store.clone(), config.limits.queue_max_events),
+            auth: access::Auth::new(config.admin_token.as_deref(), store.clone()),
+            sites: sites::Sites::start(store.clone(), config.strict_sites),
             limits: config.limits.clone(),
             store,
         }))
@@ -95,9 +105,10 @@ pub enum ServerError {
 }
 
 /// The router. Ingest routes and the browser SDK's files (from `sdk_dir`) allow any
-/// origin (browsers send from the sites they track); `/stats` is for operators and does
-/// not. Ingest is rate-limited per client address when `rate_limit` is set.
-pub fn app(state: AppState, sdk_dir: &Path, rate_limit: Option<ratelimit::Layer>) -> Router {
+/// origin (browsers send from the sites they track); reads and the admin API are for
+/// operators and do not. Ingest is rate-limited per client address and reads per key
+/// when the layers are given.
+pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::OPTIONS])
@@ -106,27 +117,93 @@ pub fn app(state: AppState, sdk_dir: &Path, rate_limit: Option<ratelimit::Layer>
     let mut ingest = Router::new()
         .route("/event", post(routes::post_event))
         .route("/events", post(routes::post_events));
-    if let Some(limit) = rate_limit {
+    if let Some(limit) = limits.ingest {
         ingest = ingest.layer(limit);
     }
-    let request_timeout = state.limits.request_timeout;
-    Router::new()
-        .merge(ingest.layer(cors))
-        .merge(sdk::routes(sdk_dir))
+    let mut reads = Router::new()
         .route("/stats", get(routes::get_stats))
+        .route(
+            "/api/sites",
+            post(admin::create_site).get(admin::list_sites),
+        )
+        .route(
+            "/api/sites/{site_id}",
+            get(admin::get_site)
+                .patch(admin::update_site)
+                .delete(admin::delete_site),
+        )
+        .route(
+            "/api/sites/{site_id}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/api/sites/{site_id}/keys/{key_id}",
+            delete(admin::revoke_key),
+        )
+        .route(
+            "/api/sites/{site_id}/users/{user_id}",
+            delete(admin::erase_user),
+        );
+    // An export streams for as long as it takes: outside the request timeout.
+    let mut exports = Router::new().route("/api/sites/{site_id}/export", get(export::export));
+    if let Some(limit) = limits.reads {
+        reads = reads.layer(limit.clone());
+        exports = exports.layer(limit);
+    }
+    let request_timeout = state.limits.request_timeout;
+    let timed = Router::new()
+        .merge(ingest.layer(cors))
+        .merge(reads)
+        .merge(sdk::routes(sdk_dir))
         .route("/health", get(routes::health))
         .fallback(routes::not_found)
-        .with_state(state)
-        // Body limits apply after decompression, so a gzip bomb stops at the limit.
-        .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new())
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(error::middleware_error))
                 .timeout(request_timeout),
-        )
+        );
+    timed
+        .merge(exports)
+        .with_state(state)
+        // Body limits apply after decompression, so a gzip bomb stops at the limit.
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(error::panic_response))
+}
+
+/// The rate limiters of [`app`]: on ingest per client address, on reads per key.
+#[derive(Default)]
+pub struct RateLimits {
+    /// Ingest, per client address.
+    pub ingest: Option<ratelimit::Layer>,
+    /// Reads and the admin API, per key (per address without one).
+    pub reads: Option<ratelimit::ReadLayer>,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("ingest", &self.ingest.is_some())
+            .field("reads", &self.reads.is_some())
+            .finish()
+    }
+}
+
+impl RateLimits {
+    /// The limiters `config` asks for.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            ingest: config
+                .limits
+                .rate_limit
+                .map(|limit| ratelimit::layer(limit, config.trust_proxy)),
+            reads: config
+                .limits
+                .read_rate_limit
+                .map(|limit| ratelimit::read_layer(limit, config.trust_proxy)),
+        }
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests
@@ -141,12 +218,13 @@ pub async fn run(
     if !config.sdk_dir.join("beacon.js").is_file() {
         tracing::info!(sdk_dir = %config.sdk_dir.display(), "browser SDK not built: /sdk/ answers 404 until scripts/build-wasm runs");
     }
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "ADMIN_TOKEN is not set: anyone who can reach this server can read every site's stats, and the admin API is off"
+        );
+    }
     let state = AppState::new(store.clone(), &config);
-    let rate_limit = config
-        .limits
-        .rate_limit
-        .map(|limit| ratelimit::layer(limit, config.trust_proxy));
-    let router = app(state, &config.sdk_dir, rate_limit);
+    let router = app(state, &config.sdk_dir, RateLimits::from_config(&config));
     let (stop, stopped) = watch::channel(false);
     let background = if config.run_worker {
         let worker_store = store.clone();

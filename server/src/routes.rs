@@ -24,17 +24,24 @@ use serde_json::json;
 use std::net::SocketAddr;
 
 use crate::AppState;
+use crate::access::Reader;
 use crate::error::{ApiError, with_timeout};
+use crate::sites::Sites;
 
 /// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued.
 pub async fn post_event(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let body = read_body(&state, body, MAX_EVENT_BODY_BYTES).await?;
     let now = Utc::now();
     let event = Event::from_json(&body)?;
     event.validate(now)?;
+    let page_host = Sites::page_host(&headers);
+    if let Err(why) = state.sites.check(&event.site_id, page_host.as_deref()) {
+        return Err(ApiError::Forbidden(why.reason(&event.site_id)));
+    }
     let queued = QueuedEvent::from_event(event, now);
     if let Some(refusal) = enqueue(&state, vec![queued]).await?.into_iter().next() {
         return Err(ApiError::InvalidEvent(
@@ -63,13 +70,26 @@ pub async fn post_events(
             .anonymizer
             .client(&headers, peer.map(|Extension(ConnectInfo(addr))| addr))
     });
+    let page_host = Sites::page_host(&headers);
     let mut results = Vec::new();
     let mut queued = Vec::new();
     // Which result each queued event answers.
     let mut slots = Vec::new();
+    let mut refused = 0;
     for parsed in batch.events {
-        match parsed.and_then(|e| e.validate(now).map(|()| e)) {
-            Ok(mut event) => {
+        let checked = parsed.and_then(|e| e.validate(now).map(|()| e)).map(|e| {
+            let allowed = state.sites.check(&e.site_id, page_host.as_deref());
+            (e, allowed)
+        });
+        match checked {
+            Ok((event, Err(why))) => {
+                refused += 1;
+                results.push(EventResult {
+                    status: EventStatus::Rejected,
+                    error: Some(why.reason(&event.site_id)),
+                });
+            }
+            Ok((mut event, Ok(()))) => {
                 if let (Some(client), None) = (&client, &event.user_id) {
                     let salt = state.anonymizer.user_id(&event.site_id, client, now);
                     event.user_id = Some(with_timeout(state.limits.store_timeout, salt).await?);
@@ -86,6 +106,11 @@ pub async fn post_events(
                 error: Some(e.to_string()),
             }),
         }
+    }
+    if refused > 0 && refused == results.len() {
+        return Err(ApiError::Forbidden(
+            "no event of this batch may be sent from here".to_owned(),
+        ));
     }
     for Refusal { index, reason } in enqueue(&state, queued).await? {
         if let Some(result) = slots.get(index).and_then(|slot| results.get_mut(*slot)) {
@@ -152,10 +177,12 @@ async fn enqueue(state: &AppState, events: Vec<QueuedEvent>) -> Result<Vec<Refus
 
 /// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…][&limit=…]`.
 pub async fn get_stats(
+    Reader(access): Reader,
     State(state): State<AppState>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<Stats>, ApiError> {
     let Query(query) = query?;
+    access.may_read(&query.site_id)?;
     let range = query
         .resolve()
         .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
@@ -174,6 +201,7 @@ pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, 
     let dead = with_timeout(timeout, store.dead_letters()).await?;
     let full = queue.depth >= state.pressure.max();
     let status = if dead > 0 || full { "degraded" } else { "ok" };
+    let (other_hosts, unregistered) = state.sites.refused();
     let oldest_age = queue
         .oldest
         .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
@@ -183,6 +211,8 @@ pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, 
         "queue_max_events": state.pressure.max(),
         "oldest_queued_age_seconds": oldest_age,
         "dead_letters": dead,
+        "refused_events": { "other_hosts": other_hosts, "unregistered_sites": unregistered },
+        "auth": if state.auth.is_open() { "open" } else { "keys" },
     })))
 }
 

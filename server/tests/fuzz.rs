@@ -81,7 +81,11 @@ fn target() -> &'static Target {
             let store = beacon_store::Store::open(config.worker.store.clone())
                 .await
                 .unwrap();
-            app(AppState::new(store, &config), &config.sdk_dir, None)
+            app(
+                AppState::new(store, &config),
+                &config.sdk_dir,
+                beacon_server::RateLimits::default(),
+            )
         });
         Target {
             runtime,

@@ -60,6 +60,9 @@ pub const RESERVED_NAMES: &[&str] = &[
     "dict",
     "rollup_dims",
     "queue_counts",
+    "sites",
+    "api_keys",
+    "erasures",
 ];
 
 /// Checks a queue name: it becomes a collection or table name, so only plain identifiers,

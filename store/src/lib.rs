@@ -13,6 +13,7 @@
 //!   (`rollup/mod.rs`), how a range splits into buckets and raw scans (`rollup/plan.rs`),
 //!   and the unique-users sketch (`rollup/sketch.rs`).
 //! - `stats`: assembles `/stats` from what a backend read for each piece of the plan.
+//! - `site`: registered sites and their read keys ([`Site`], [`ApiKey`]).
 //! - `mongo/`: MongoDB, for production and scale-out. Any number of servers and workers
 //!   share one database; claims with leases spread batches across workers, and a batch
 //!   moves idempotently, without a multi-document transaction that a killed worker could
@@ -30,6 +31,7 @@ mod group;
 mod mongo;
 mod record;
 mod rollup;
+mod site;
 mod stats;
 
 use std::collections::HashMap;
@@ -39,6 +41,7 @@ use beacon_protocol::{Stats, TimeRange};
 pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
 pub use error::{Result, StoreError};
 pub use record::{ClaimedBatch, EventsPage, MoveOutcome, QueueStatus, QueuedEvent, Refusal};
+pub use site::{ApiKey, Site};
 
 /// The store. Cheap to clone; clones share connections and writer threads.
 #[derive(Debug, Clone)]
@@ -127,8 +130,8 @@ impl Store {
     /// Totals, unique users and top paths over processed events.
     pub async fn stats(&self, range: &TimeRange) -> Result<Stats> {
         let (parts, keys) = match &self.0 {
-            Backends::Mongo(s) => (s.stats_parts(range).await?, s.keys()?),
-            Backends::Embedded(s) => (s.stats_parts(range).await?, s.keys()?),
+            Backends::Mongo(s) => (s.stats_parts(range).await?, s.hash_keys()?),
+            Backends::Embedded(s) => (s.stats_parts(range).await?, s.hash_keys()?),
         };
         let assembled = stats::assemble(parts, &keys);
         let wanted = assembled.wanted_texts(range.limit);
@@ -185,6 +188,101 @@ impl Store {
             Backends::Mongo(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
             Backends::Embedded(s) => s.daily_salt(&key, &oldest_kept, fresh).await,
         }
+    }
+}
+
+/// Sites, keys and data rights: each call runs on whichever backend the store is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.0 {
+            Backends::Mongo(s) => s.$method($($arg),*).await,
+            Backends::Embedded(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Registers `site`; false if its id is taken.
+    pub async fn create_site(&self, site: &Site) -> Result<bool> {
+        dispatch!(self.create_site(site))
+    }
+
+    /// Every registered site, by id.
+    pub async fn sites(&self) -> Result<Vec<Site>> {
+        dispatch!(self.sites())
+    }
+
+    /// One site, if registered.
+    pub async fn site(&self, site_id: &str) -> Result<Option<Site>> {
+        dispatch!(self.site(site_id))
+    }
+
+    /// Replaces a registered site's domains and time zone; false if it is not registered.
+    pub async fn update_site(&self, site: &Site) -> Result<bool> {
+        dispatch!(self.update_site(site))
+    }
+
+    /// Unregisters a site and revokes its keys; its events stay. False if it was not
+    /// registered.
+    pub async fn delete_site(&self, site_id: &str) -> Result<bool> {
+        dispatch!(self.delete_site(site_id))
+    }
+
+    /// Stores a read key (its hash).
+    pub async fn create_key(&self, key: &ApiKey) -> Result<()> {
+        dispatch!(self.create_key(key))
+    }
+
+    /// A site's keys, oldest first.
+    pub async fn keys(&self, site_id: &str) -> Result<Vec<ApiKey>> {
+        dispatch!(self.keys(site_id))
+    }
+
+    /// A key by its id. Always read from the database, so that a revocation holds at
+    /// once on every server.
+    pub async fn key(&self, key_id: &str) -> Result<Option<ApiKey>> {
+        dispatch!(self.key(key_id))
+    }
+
+    /// Deletes a site's key; false if it had no such key.
+    pub async fn revoke_key(&self, site_id: &str, key_id: &str) -> Result<bool> {
+        dispatch!(self.revoke_key(site_id, key_id))
+    }
+
+    /// Records that a key was used at `at`.
+    pub async fn touch_key(&self, key_id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        dispatch!(self.touch_key(key_id, at))
+    }
+
+    /// Deletes a user's events of a site, queued and stored, and answers how many. What
+    /// was added to rollups stays: counts, and the user's keyed hash in the sketches.
+    pub async fn erase_user(&self, site_id: &str, user_id: &str) -> Result<u64> {
+        dispatch!(self.erase_user(site_id, user_id))
+    }
+
+    /// Finishes erasures whose every possible move in flight is over (MongoDB; nothing
+    /// to do on the embedded store). The worker calls it now and then.
+    pub async fn settle_erasures(&self) -> Result<()> {
+        match &self.0 {
+            Backends::Mongo(s) => s.settle_erasures().await,
+            Backends::Embedded(_) => Ok(()),
+        }
+    }
+
+    /// Deletes up to `limit` raw events older than `before`; answers how many. Rollups
+    /// stay.
+    pub async fn expire_events(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64> {
+        dispatch!(self.expire_events(before, limit))
+    }
+
+    /// Deletes the cookieless salts of days before `oldest_kept`.
+    pub async fn forget_salts(&self, oldest_kept: chrono::NaiveDate) -> Result<()> {
+        let day = oldest_kept.format("%Y-%m-%d").to_string();
+        dispatch!(self.forget_salts(&day))
     }
 }
 

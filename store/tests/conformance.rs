@@ -74,6 +74,44 @@ async fn props_are_stored_exactly_as_sent() {
     }
 }
 
+/// Erasing a user removes their stored events, their queued ones, and those in a batch
+/// a worker holds at that moment; other users' stay.
+#[tokio::test]
+async fn erasure_removes_stored_queued_and_in_flight_events() {
+    for mut b in TestBackend::all() {
+        b.config.claim_lease = JOINING_LEASE;
+        let store = open(&b).await;
+        let now = Utc::now();
+        enqueue(
+            &store,
+            vec![
+                event("s", "/a", Some("gone"), now),
+                event("s", "/a", Some("kept"), now),
+            ],
+        )
+        .await;
+        drain(&store).await;
+        enqueue(&store, vec![event("s", "/b", Some("gone"), now)]).await;
+        let in_flight = store.claim(10).await.unwrap();
+        enqueue(&store, vec![event("s", "/c", Some("gone"), now)]).await;
+        assert_eq!(
+            store.erase_user("s", "gone").await.unwrap(),
+            3,
+            "{}",
+            b.name
+        );
+        store.move_batch(&in_flight).await.unwrap();
+        drain(&store).await;
+        let left = store
+            .events_page(&beacon_store::EventsPage::first("s", 10))
+            .await
+            .unwrap();
+        let users: Vec<_> = left.iter().map(|e| e.user_id.clone().unwrap()).collect();
+        assert_eq!(users, vec!["kept".to_owned()], "{}", b.name);
+        assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
+    }
+}
+
 #[tokio::test]
 async fn the_same_event_enqueued_twice_is_stored_once() {
     for mut b in TestBackend::all() {

@@ -30,6 +30,8 @@ pub fn server_config(store: StoreConfig) -> ServerConfig {
     config.worker.batch_size = 100;
     config.worker.poll_interval = Duration::from_millis(20);
     config.worker.store = store;
+    // Tests poll /stats every few milliseconds; the cases on read limits set their own.
+    config.limits.read_rate_limit = None;
     config
 }
 

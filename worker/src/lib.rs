@@ -4,9 +4,12 @@
 //! - [`run`] is the loop; the `beacon-worker` binary and the single-process server both
 //!   call it, with settings from `beacon-config`.
 //! - [`process_batch`] is one claim-and-move, the unit the loop repeats.
+//! - [`housekeeping`] runs beside it: retention, erasures, old salts.
 //!
 //! The safety comes from the store: claims with leases hand each batch to one worker, and
 //! a batch moves in one transaction keyed by event id (see `beacon-store`).
+
+pub mod housekeeping;
 
 use std::future::Future;
 use std::time::Duration;
@@ -72,6 +75,8 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
         () = &mut shutdown => return,
     }
     let mut backoff = config.poll_interval;
+    // Beside the loop, not in it, so that a long retention round never delays moves.
+    let sweeper = tokio::spawn(housekeeping::every_minute(store.clone(), config.retention));
     loop {
         let polled = tokio::time::Instant::now();
         let next_poll = match process_batch(&store, config.batch_size).await {
@@ -95,6 +100,7 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
             () = &mut shutdown => break,
         }
     }
+    sweeper.abort();
     tracing::info!("worker stopped");
 }
 

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` with `get`, when set (servers with ADMIN_TOKEN).
+    pub token: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), beacon_server::ServerError>>>,
 }
@@ -61,6 +63,7 @@ impl TestApp {
         Self {
             base: format!("http://{addr}"),
             http,
+            token: None,
             stop: Some(stop),
             handle: Some(handle),
         }
@@ -114,12 +117,27 @@ impl TestApp {
     }
 
     pub async fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .get(self.url(path_and_query))
-            .send()
+        let token = self.token.clone();
+        self.send(reqwest::Method::GET, path_and_query, token.as_deref(), None)
             .await
-            .unwrap();
+    }
+
+    /// Any request, with `token` as its bearer and `body` as JSON.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }

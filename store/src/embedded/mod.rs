@@ -19,14 +19,18 @@
 //! - `rollups`: adding a batch to its buckets;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
 //! - `salts`: the cookieless daily salts;
+//! - `sites`: registered sites and their read keys;
+//! - `rights`: erasing a user, retention, forgetting old salts;
 //! - `codec`: records to and from rows.
 
 mod codec;
 mod moves;
 mod open;
 mod queue;
+mod rights;
 mod rollups;
 mod salts;
+mod sites;
 mod stats;
 
 use std::collections::HashMap;
@@ -113,7 +117,7 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    pub(crate) fn keys(&self) -> Result<Keys> {
+    pub(crate) fn hash_keys(&self) -> Result<Keys> {
         Ok(self.keys)
     }
 }

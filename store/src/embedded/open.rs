@@ -132,8 +132,8 @@ fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `events`, the salts, the rollups, the values dictionary, dead letters and the
-/// install's secret, in `beacon.db`.
+/// `events`, the salts, the rollups, the values dictionary, dead letters, the install's
+/// secret, and the registered sites and their keys, in `beacon.db`.
 fn create_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS events (
@@ -168,7 +168,21 @@ fn create_schema(conn: &Connection) -> Result<()> {
              error TEXT NOT NULL,
              failed_at INTEGER NOT NULL
          ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS sites (
+             site_id TEXT PRIMARY KEY,
+             domains TEXT NOT NULL,
+             timezone TEXT NOT NULL,
+             created_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS api_keys (
+             key_id TEXT PRIMARY KEY,
+             site_id TEXT NOT NULL,
+             hash BLOB NOT NULL,
+             created_at INTEGER NOT NULL,
+             last_used_at INTEGER
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS api_keys_site ON api_keys (site_id);"
     ))?;
     Ok(())
 }

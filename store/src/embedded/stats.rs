@@ -85,24 +85,27 @@ impl EmbeddedStore {
         .await
     }
 
-    /// One page of a site's events, by timestamp then id.
+    /// One page of a site's events, by timestamp then id. The page starts at the later
+    /// of `from` and the last event's time, so that the index range starts there: each
+    /// page costs what it returns, however deep into the site it is.
     pub(crate) async fn events_page(&self, page: &EventsPage) -> Result<Vec<QueuedEvent>> {
         let page = page.clone();
         self.read(move |conn, _| {
-            let (after_at, after_id) = match page.after {
-                Some((at, id)) => (Some(millis(at)), id.to_string()),
-                None => (None, String::new()),
+            let from = page.from.map_or(i64::MIN, millis);
+            let (start, after_at, after_id) = match page.after {
+                Some((at, id)) => (from.max(millis(at)), millis(at), id.to_string()),
+                None => (from, i64::MIN, String::new()),
             };
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE site_id = ?1
                  AND timestamp >= ?2 AND timestamp < ?3
-                 AND (?4 IS NULL OR timestamp > ?4 OR (timestamp = ?4 AND event_id > ?5))
+                 AND (timestamp > ?4 OR event_id > ?5)
                  ORDER BY timestamp, event_id LIMIT ?6"
             ))?;
             let rows = stmt.query_map(
                 params![
                     page.site_id,
-                    page.from.map_or(i64::MIN, millis),
+                    start,
                     page.to.map_or(i64::MAX, millis),
                     after_at,
                     after_id,

@@ -41,6 +41,8 @@
 //! - `rollups`: the compare-and-set of one bucket;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
 //! - `salts`: the cookieless daily salts and the install's secret;
+//! - `sites`: registered sites and their read keys;
+//! - `rights`: erasing a user, retention, forgetting old salts;
 //! - `codec`: documents to and from records, and error codes.
 
 mod claim;
@@ -49,8 +51,10 @@ mod desk;
 mod moves;
 mod open;
 mod queue;
+mod rights;
 mod rollups;
 mod salts;
+mod sites;
 mod stats;
 
 use std::collections::{HashSet, VecDeque};
@@ -74,6 +78,9 @@ const BATCHES: &str = "batches";
 const VALUES: &str = "values";
 const DEAD_LETTERS: &str = "dead_letters";
 const META: &str = "meta";
+const SITES: &str = "sites";
+const API_KEYS: &str = "api_keys";
+const ERASURES: &str = "erasures";
 
 /// A MongoDB database holding the queue and `events`.
 #[derive(Debug, Clone)]
@@ -87,6 +94,10 @@ pub struct MongoStore {
     values: Collection<Document>,
     dead_letters: Collection<Document>,
     meta: Collection<Document>,
+    sites: Collection<Document>,
+    api_keys: Collection<Document>,
+    /// Users erased lately, whose events a move must drop (see `rights`).
+    erasures: Collection<Document>,
     /// The keys of user and value hashes, read from `meta` when the store gets ready.
     keys: Arc<OnceLock<Keys>>,
     /// Value ids known to be in the dictionary, so that a move need not ask. Cleared
@@ -114,7 +125,7 @@ impl MongoStore {
     }
 
     /// The keys of user and value hashes, once the store is ready.
-    pub(crate) fn keys(&self) -> Result<Keys> {
+    pub(crate) fn hash_keys(&self) -> Result<Keys> {
         self.keys
             .get()
             .copied()

@@ -29,31 +29,49 @@ impl MongoStore {
     /// Inserts the events, adds this batch's to the rollups, deletes the batch.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         self.check_ready()?;
-        let keys = self.keys()?;
+        let keys = self.hash_keys()?;
         let Claim::Mongo(claim) = &batch.claim else {
             return Err(StoreError::Config(
                 "a batch claimed elsewhere was moved on MongoDB".to_owned(),
             ));
         };
+        // Events of users erased since they arrived are dropped with the batch.
+        let erasures = self.erasures().await?;
+        let erased: HashSet<usize> = if erasures.is_empty() {
+            HashSet::new()
+        } else {
+            (0..batch.len())
+                .filter(|i| erasures.iter().any(|e| e.covers(&batch.events[*i])))
+                .collect()
+        };
+        let kept: Vec<usize> = (0..batch.len()).filter(|i| !erased.contains(i)).collect();
         let processed_at = BsonDateTime::now();
-        let docs: Vec<Document> = batch
-            .events
+        let docs: Vec<Document> = kept
             .iter()
-            .map(|e| {
-                let mut d = to_queue_doc(e);
+            .map(|i| {
+                let mut d = to_queue_doc(&batch.events[*i]);
                 d.insert("batch", &claim.batch);
                 d.insert("processed_at", processed_at);
                 d
             })
             .collect();
-        let refused = match self.events.insert_many(docs).ordered(false).await {
-            Ok(_) => Vec::new(),
-            Err(e) => refused_documents(e)?,
+        let refused = if docs.is_empty() {
+            Vec::new()
+        } else {
+            match self.events.insert_many(docs).ordered(false).await {
+                Ok(_) => Vec::new(),
+                Err(e) => refused_documents(e)?
+                    .into_iter()
+                    .filter_map(|(i, code, message)| Some((*kept.get(i)?, code, message)))
+                    .collect(),
+            }
         };
-        let (ours, duplicates, dead) = self.sort_refused(batch, &claim.batch, refused).await?;
+        let (mut ours, duplicates, dead) = self.sort_refused(batch, &claim.batch, refused).await?;
+        ours.retain(|i| !erased.contains(i));
+        let dropped = erased.len();
         let outcome = MoveOutcome {
-            inserted: batch.len() - duplicates - dead.len(),
-            duplicates,
+            inserted: kept.len() - duplicates - dead.len(),
+            duplicates: duplicates + dropped,
             dead_lettered: dead.len(),
         };
         self.dead_letter(batch, &claim.batch, &dead).await?;

@@ -12,7 +12,10 @@ use super::codec::{NAMESPACE_EXISTS, command_code};
 use super::desk::BatchDesk;
 use super::queue::QueueSink;
 use super::salts::first_stored;
-use super::{BATCHES, DEAD_LETTERS, EVENTS, META, MongoStore, ROLLUPS, SALTS, VALUES};
+use super::{
+    API_KEYS, BATCHES, DEAD_LETTERS, ERASURES, EVENTS, META, MongoStore, ROLLUPS, SALTS, SITES,
+    VALUES,
+};
 use crate::group::Writer;
 use crate::rollup::hash::{self, Keys};
 use crate::{Result, StoreConfig, StoreError};
@@ -60,6 +63,9 @@ impl MongoStore {
             values: db.collection(VALUES),
             dead_letters: db.collection(DEAD_LETTERS),
             meta: db.collection(META),
+            sites: db.collection(SITES),
+            api_keys: db.collection(API_KEYS),
+            erasures: db.collection(ERASURES),
             keys: Arc::default(),
             known_values: Arc::default(),
             description: format!(
@@ -93,6 +99,9 @@ impl MongoStore {
             self.values.name(),
             self.dead_letters.name(),
             self.meta.name(),
+            self.sites.name(),
+            self.api_keys.name(),
+            self.erasures.name(),
         ] {
             match database.create_collection(name).await {
                 Ok(()) => {}
@@ -111,6 +120,7 @@ impl MongoStore {
                 doc! { "site_id": 1, "granularity": 1, "event_type": 1, "start": 1 },
             ),
             (&self.batches, doc! { "until": 1 }),
+            (&self.api_keys, doc! { "site_id": 1 }),
         ];
         for (collection, keys) in indexes {
             collection

@@ -121,26 +121,30 @@ impl MongoStore {
         Ok(self.dead_letters.count_documents(doc! {}).await?)
     }
 
-    /// One page of a site's events, by timestamp then id.
+    /// One page of a site's events, by timestamp then id, starting the index range at
+    /// the later of `from` and the last event's time.
     pub(crate) async fn events_page(&self, page: &EventsPage) -> Result<Vec<QueuedEvent>> {
-        let mut filter = doc! { "site_id": &page.site_id };
         let mut time = Document::new();
-        if let Some(from) = page.from {
-            time.insert("$gte", bson_time(from));
+        let start = match page.after {
+            Some((at, _)) => Some(page.from.map_or(at, |from| from.max(at))),
+            None => page.from,
+        };
+        if let Some(start) = start {
+            time.insert("$gte", bson_time(start));
         }
         if let Some(to) = page.to {
             time.insert("$lt", bson_time(to));
         }
+        let mut filter = doc! { "site_id": &page.site_id };
         if !time.is_empty() {
             filter.insert("timestamp", time);
         }
         if let Some((at, id)) = page.after {
-            let at = bson_time(at);
             filter.insert(
                 "$or",
                 vec![
-                    Bson::Document(doc! { "timestamp": { "$gt": at } }),
-                    Bson::Document(doc! { "timestamp": at, "_id": { "$gt": id.to_string() } }),
+                    Bson::Document(doc! { "timestamp": { "$gt": bson_time(at) } }),
+                    Bson::Document(doc! { "_id": { "$gt": id.to_string() } }),
                 ],
             );
         }

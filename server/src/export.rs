@@ -1,0 +1,172 @@
+//! `GET /api/sites/{site_id}/export?from=&to=`: a site's raw events, streamed page by
+//! page as they are read, so that memory stays flat however many there are. NDJSON by
+//! default, CSV with `Accept: text/csv`. Admin only: raw events are personal data.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use beacon_protocol::DateBound;
+use beacon_store::{EventsPage, QueuedEvent};
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::access::Admin;
+use crate::error::ApiError;
+
+/// Events read per page.
+const PAGE: usize = 1000;
+/// The CSV columns, in order.
+const CSV_HEADER: &[&str] = &[
+    "event_id",
+    "site_id",
+    "event_type",
+    "path",
+    "user_id",
+    "timestamp",
+    "ingested_at",
+    "props",
+];
+
+/// The query string.
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    #[serde(default)]
+    from: Option<DateBound>,
+    #[serde(default)]
+    to: Option<DateBound>,
+}
+
+/// One exported event: the wire event's fields plus when it arrived.
+#[derive(Debug, Serialize)]
+struct Exported<'a> {
+    event_id: String,
+    site_id: &'a str,
+    event_type: &'a str,
+    path: Option<&'a str>,
+    user_id: Option<&'a str>,
+    timestamp: String,
+    ingested_at: String,
+    props: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'a> From<&'a QueuedEvent> for Exported<'a> {
+    fn from(e: &'a QueuedEvent) -> Self {
+        Self {
+            event_id: e.event_id.to_string(),
+            site_id: &e.site_id,
+            event_type: &e.event_type,
+            path: e.path.as_deref(),
+            user_id: e.user_id.as_deref(),
+            timestamp: e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ingested_at: e.ingested_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            props: e.props.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Ndjson,
+    Csv,
+}
+
+pub async fn export(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let format = if headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"))
+    {
+        Format::Csv
+    } else {
+        Format::Ndjson
+    };
+    let first = EventsPage {
+        site_id,
+        from: query.from.map(|b| b.as_start()),
+        to: query.to.map(|b| b.as_end()),
+        after: None,
+        limit: PAGE,
+    };
+    let pages = futures::stream::try_unfold(Some(first), move |page| {
+        let store = state.store.clone();
+        async move {
+            let Some(page) = page else {
+                return Ok(None);
+            };
+            let events = store.events_page(&page).await?;
+            let next = match events.last() {
+                Some(last) if events.len() == page.limit => Some(page.next(last)),
+                _ => None,
+            };
+            let header = format == Format::Csv && page.after.is_none();
+            Ok::<_, beacon_store::StoreError>(Some((encode(&events, format, header)?, next)))
+        }
+    });
+    let content_type = match format {
+        Format::Ndjson => "application/x-ndjson",
+        Format::Csv => "text/csv; charset=utf-8",
+    };
+    let mut response = Body::from_stream(pages).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// One page's events as NDJSON lines or CSV rows (with the header before the first).
+fn encode(
+    events: &[QueuedEvent],
+    format: Format,
+    header: bool,
+) -> Result<Bytes, beacon_store::StoreError> {
+    let failed = |e: String| beacon_store::StoreError::Corrupt(format!("cannot export: {e}"));
+    let mut out = Vec::with_capacity(events.len() * 200);
+    match format {
+        Format::Ndjson => {
+            for e in events {
+                serde_json::to_writer(&mut out, &Exported::from(e))
+                    .map_err(|e| failed(e.to_string()))?;
+                out.push(b'\n');
+            }
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            if header {
+                writer
+                    .write_record(CSV_HEADER)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            for e in events {
+                let x = Exported::from(e);
+                let props = x
+                    .props
+                    .map(|p| serde_json::to_string(p).unwrap_or_default())
+                    .unwrap_or_default();
+                writer
+                    .write_record([
+                        x.event_id.as_str(),
+                        x.site_id,
+                        x.event_type,
+                        x.path.unwrap_or_default(),
+                        x.user_id.unwrap_or_default(),
+                        &x.timestamp,
+                        &x.ingested_at,
+                        &props,
+                    ])
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            writer.flush().map_err(|e| failed(e.to_string()))?;
+        }
+    }
+    Ok(Bytes::from(out))
+}

@@ -1,0 +1,82 @@
+//! Data rights: erasing one user's events, deleting raw events past the retention
+//! window, and forgetting old cookieless salts.
+//!
+//! Erasure deletes the queue's rows before `events`' rows. A move copies rows from the
+//! queue inside its transaction, on the same writer as the second delete, so a move
+//! either ran before that delete (which then removes what it copied) or finds the
+//! queue's rows gone already: nothing of the user survives.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::EmbeddedStore;
+use super::queue::count_queued;
+use crate::{Result, millis};
+
+impl EmbeddedStore {
+    /// Deletes `user_id`'s events of `site_id`, queued and stored; answers how many.
+    pub(crate) async fn erase_user(&self, site_id: &str, user_id: &str) -> Result<u64> {
+        let (site, user) = (site_id.to_owned(), user_id.to_owned());
+        let queued = self
+            .queue_writer
+            .run(move |file| {
+                let tx = file.conn.transaction()?;
+                let n = tx.execute(
+                    &format!(
+                        "DELETE FROM \"{}\" WHERE site_id = ?1 AND user_id = ?2",
+                        file.queue
+                    ),
+                    params![site, user],
+                )?;
+                count_queued(&tx, &file.queue, -(n as i64))?;
+                tx.commit()?;
+                Ok(n as u64)
+            })
+            .await?;
+        let (site, user) = (site_id.to_owned(), user_id.to_owned());
+        let stored = self
+            .write(move |conn, _| {
+                Ok(conn.execute(
+                    "DELETE FROM events WHERE site_id = ?1 AND user_id = ?2",
+                    params![site, user],
+                )? as u64)
+            })
+            .await?;
+        Ok(queued + stored)
+    }
+
+    /// Deletes up to `limit` raw events older than `before`, site by site; answers how
+    /// many. Small batches, so that moves waiting on the same writer never stall.
+    pub(crate) async fn expire_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64> {
+        self.write(move |conn, _| {
+            let sites: Vec<String> = conn
+                .prepare_cached("SELECT DISTINCT site_id FROM rollups WHERE granularity = 'd'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut deleted = 0;
+            let mut delete = conn.prepare_cached(
+                "DELETE FROM events WHERE event_id IN (SELECT event_id FROM events
+                 WHERE site_id = ?1 AND timestamp < ?2 LIMIT ?3)",
+            )?;
+            for site in sites {
+                let left = limit - deleted;
+                if left == 0 {
+                    break;
+                }
+                deleted += delete.execute(params![site, millis(before), left as i64])?;
+            }
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    /// Deletes the cookieless salts of days before `oldest_kept` (`YYYY-MM-DD`).
+    pub(crate) async fn forget_salts(&self, oldest_kept: &str) -> Result<()> {
+        let oldest_kept = oldest_kept.to_owned();
+        self.write(move |conn, _| {
+            conn.execute("DELETE FROM salts WHERE day < ?1", [oldest_kept])?;
+            Ok(())
+        })
+        .await
+    }
+}

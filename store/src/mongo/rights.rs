@@ -1,0 +1,141 @@
+//! Data rights: erasing one user's events, deleting raw events past the retention
+//! window, and forgetting old cookieless salts.
+//!
+//! A worker moves a batch from the events it claimed, in memory, so deleting a user's
+//! queued and stored events could miss a batch being moved at that moment. So erasure
+//! also records the user in `erasures`: a move drops the events of an erased user that
+//! arrived before the erasure, and once every lease that could hold such an event has
+//! run out, the worker deletes the user's events once more and forgets the record.
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+
+use super::MongoStore;
+use super::codec::bson_time;
+use crate::{QueuedEvent, Result};
+
+/// An erasure of a site's user: events of theirs accepted until `at` are dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Erasure {
+    site_id: String,
+    user_id: String,
+    at: DateTime<Utc>,
+}
+
+impl Erasure {
+    /// Whether `event` was erased.
+    pub(super) fn covers(&self, event: &QueuedEvent) -> bool {
+        event.site_id == self.site_id
+            && event.user_id.as_deref() == Some(self.user_id.as_str())
+            && event.ingested_at <= self.at
+    }
+}
+
+impl MongoStore {
+    /// Deletes `user_id`'s events of `site_id`, queued and stored; answers how many.
+    pub(crate) async fn erase_user(&self, site_id: &str, user_id: &str) -> Result<u64> {
+        self.check_ready()?;
+        self.erasures
+            .update_one(
+                doc! { "_id": { "site": site_id, "user": user_id } },
+                doc! { "$set": {
+                    "site_id": site_id, "user_id": user_id, "at": BsonDateTime::now(),
+                } },
+            )
+            .upsert(true)
+            .await?;
+        let filter = doc! { "site_id": site_id, "user_id": user_id };
+        let queued = self.queue.delete_many(filter.clone()).await?.deleted_count;
+        let stored = self.events.delete_many(filter).await?.deleted_count;
+        Ok(queued + stored)
+    }
+
+    /// The erasures in force.
+    pub(super) async fn erasures(&self) -> Result<Vec<Erasure>> {
+        let docs: Vec<Document> = self.erasures.find(doc! {}).await?.try_collect().await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                Some(Erasure {
+                    site_id: d.get_str("site_id").ok()?.to_owned(),
+                    user_id: d.get_str("user_id").ok()?.to_owned(),
+                    at: crate::from_millis(d.get_datetime("at").ok()?.timestamp_millis()).ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Finishes erasures older than two leases: deletes what a move in flight may have
+    /// stored meanwhile, then the record.
+    pub(crate) async fn settle_erasures(&self) -> Result<()> {
+        self.check_ready()?;
+        let settled = Utc::now()
+            - chrono::Duration::from_std(self.claim_lease * 2)
+                .unwrap_or_else(|_| chrono::Duration::zero());
+        for erasure in self.erasures().await? {
+            if erasure.at > settled {
+                continue;
+            }
+            self.events
+                .delete_many(doc! {
+                    "site_id": &erasure.site_id,
+                    "user_id": &erasure.user_id,
+                    "ingested_at": { "$lte": bson_time(erasure.at) },
+                })
+                .await?;
+            self.erasures
+                .delete_one(doc! {
+                    "_id": { "site": &erasure.site_id, "user": &erasure.user_id },
+                    "at": bson_time(erasure.at),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` raw events older than `before`, site by site; answers how
+    /// many.
+    pub(crate) async fn expire_events(&self, before: DateTime<Utc>, limit: usize) -> Result<u64> {
+        self.check_ready()?;
+        let sites = self
+            .rollups
+            .distinct("site_id", doc! { "granularity": "d" })
+            .await?;
+        let mut deleted = 0;
+        for site in sites.iter().filter_map(|s| s.as_str()) {
+            let left = limit as u64 - deleted;
+            if left == 0 {
+                break;
+            }
+            let ids: Vec<mongodb::bson::Bson> = self
+                .events
+                .find(doc! { "site_id": site, "timestamp": { "$lt": bson_time(before) } })
+                .projection(doc! { "_id": 1 })
+                .limit(i64::try_from(left).unwrap_or(i64::MAX))
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await?
+                .into_iter()
+                .filter_map(|d| d.get("_id").cloned())
+                .collect();
+            if !ids.is_empty() {
+                deleted += self
+                    .events
+                    .delete_many(doc! { "_id": { "$in": ids } })
+                    .await?
+                    .deleted_count;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the cookieless salts of days before `oldest_kept` (`YYYY-MM-DD`).
+    pub(crate) async fn forget_salts(&self, oldest_kept: &str) -> Result<()> {
+        self.check_ready()?;
+        self.salts
+            .delete_many(doc! { "_id": { "$lt": oldest_kept } })
+            .await?;
+        Ok(())
+    }
+}

@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// `STRICT_SITES`: refuse events for site ids that are not registered.
     pub strict_sites: bool,
+    /// `GEOIP_DB`: a MaxMind-format country database; without it countries are unknown.
+    pub geoip_db: Option<PathBuf>,
+    /// `BOT_FILTER`: leave bots' events out.
+    pub bot_filter: bool,
     /// The worker's settings (for the worker inside) and the store's.
     pub worker: WorkerConfig,
 }
@@ -70,6 +74,14 @@ struct ServerArgs {
     /// Refuse events for site ids that are not registered (POST /api/sites).
     #[arg(long, env = "STRICT_SITES", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     strict_sites: bool,
+    /// A MaxMind-format country database (GeoLite2-Country.mmdb, say): visitors'
+    /// countries come from their IP addresses, which are never stored. Unset: countries
+    /// are unknown.
+    #[arg(long, env = "GEOIP_DB")]
+    geoip_db: Option<PathBuf>,
+    /// Leave out crawlers, headless browsers and known bots (counted in /health).
+    #[arg(long, env = "BOT_FILTER", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    bot_filter: bool,
     #[command(flatten)]
     polling: PollingArgs,
     #[command(flatten)]
@@ -118,6 +130,9 @@ impl Args for ServerArgs {
             limits: self.limits.resolve()?,
             admin_token: admin_token(self.admin_token.as_deref())?,
             strict_sites: self.strict_sites,
+            // Blank, as in a .env template, is unset.
+            geoip_db: self.geoip_db.clone().filter(|p| !p.as_os_str().is_empty()),
+            bot_filter: self.bot_filter,
             worker: self.polling.resolve(store),
         })
     }

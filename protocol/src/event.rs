@@ -37,6 +37,33 @@ pub struct Event {
     /// Free-form properties, kept with the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub props: Option<Map<String, Value>>,
+    /// Where the visitor came from: the page before (the snippet sends
+    /// `document.referrer` when it is another site). A URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// The visitor's user agent, for server-side senders that pass on their visitor's;
+    /// otherwise the request's `User-Agent` counts. Parsed, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The host the page is on (`location.hostname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Campaign tags, as in the page URL's `utm_*` parameters. Inline rather than
+    /// `#[serde(flatten)]`, which would make serde buffer every event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_source: Option<String>,
+    /// `utm_medium`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_medium: Option<String>,
+    /// `utm_campaign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_campaign: Option<String>,
+    /// `utm_content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_content: Option<String>,
+    /// `utm_term`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_term: Option<String>,
 }
 
 /// Why an event was refused. The text names the field, so a developer can fix the call.
@@ -102,7 +129,26 @@ impl Event {
             timestamp: None,
             event_id: None,
             props: None,
+            referrer: None,
+            user_agent: None,
+            hostname: None,
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+            utm_content: None,
+            utm_term: None,
         }
+    }
+
+    /// The campaign tags, each with its name.
+    pub fn utm(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("utm_source", self.utm_source.as_deref()),
+            ("utm_medium", self.utm_medium.as_deref()),
+            ("utm_campaign", self.utm_campaign.as_deref()),
+            ("utm_content", self.utm_content.as_deref()),
+            ("utm_term", self.utm_term.as_deref()),
+        ]
     }
 
     /// Parses one event from JSON, turning serde's message into a [`ValidationError`].
@@ -130,7 +176,12 @@ impl Event {
                 return Err(ValidationError::TimestampInFuture);
             }
         }
-        Ok(())
+        validate_context(
+            self.referrer.as_deref(),
+            self.user_agent.as_deref(),
+            self.hostname.as_deref(),
+            self.utm(),
+        )
     }
 }
 
@@ -149,6 +200,30 @@ pub fn validate_fields(
     }
     if let Some(user_id) = user_id {
         check_text("user_id", user_id, MAX_USER_ID_BYTES, false)?;
+    }
+    Ok(())
+}
+
+/// The rules of the fields that say where a visitor came from and with what.
+pub fn validate_context(
+    referrer: Option<&str>,
+    user_agent: Option<&str>,
+    hostname: Option<&str>,
+    utm: [(&'static str, Option<&str>); 5],
+) -> Result<(), ValidationError> {
+    if let Some(r) = referrer {
+        check_text("referrer", r, MAX_REFERRER_BYTES, false)?;
+    }
+    if let Some(ua) = user_agent {
+        check_text("user_agent", ua, MAX_USER_AGENT_BYTES, false)?;
+    }
+    if let Some(host) = hostname {
+        check_text("hostname", host, MAX_HOSTNAME_BYTES, false)?;
+    }
+    for (field, value) in utm {
+        if let Some(v) = value {
+            check_text(field, v, MAX_UTM_BYTES, false)?;
+        }
     }
     Ok(())
 }

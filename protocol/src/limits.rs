@@ -8,6 +8,14 @@ pub const MAX_EVENT_TYPE_BYTES: usize = 64;
 pub const MAX_PATH_BYTES: usize = 2048;
 /// Longest `user_id`, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 256;
+/// Longest `referrer`, in bytes.
+pub const MAX_REFERRER_BYTES: usize = 2048;
+/// Longest `user_agent`, in bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 1024;
+/// Longest `hostname`, in bytes: a DNS name's limit.
+pub const MAX_HOSTNAME_BYTES: usize = 253;
+/// Longest `utm_*` tag, in bytes.
+pub const MAX_UTM_BYTES: usize = 256;
 /// Most `props` an event may carry.
 pub const MAX_PROPS: usize = 32;
 /// Largest `props` object, in bytes of compact JSON.

@@ -28,12 +28,31 @@
   };
   if (!script || !script.src) { settle(false); return warn("load me with <script src=…>"); }
 
+  // Where this page load came from: another host's referrer (scheme, host and path; its
+  // query may carry personal data) and the URL's utm_* tags, each only if the server
+  // would take it (at most 2048 and 256 bytes, no control characters).
+  function arrival() {
+    var a = {}, fits = function (v, max) {
+      return v && new TextEncoder().encode(v).length <= max && !/[\x00-\x1f\x7f-\x9f]/.test(v);
+    };
+    try {
+      var r = new URL(d.referrer), here = w.location;
+      if (/^https?:$/.test(r.protocol) && r.host !== here.host && fits(r.origin + r.pathname, 2048)) {
+        a.referrer = r.origin + r.pathname;
+      }
+      new URLSearchParams(here.search).forEach(function (v, k) {
+        if (/^utm_(source|medium|campaign|content|term)$/.test(k) && fits(v, 256)) a[k] = v;
+      });
+    } catch (_) {}
+    return a;
+  }
+
   var base = script.src.replace(/[?#].*$/, "").replace(/[^/]*$/, "");
   var version = "__BEACON_VERSION__";
   import(base + "beacon_wasm.js?v=" + version)
     .then(function (wasm) {
       return wasm.default({ module_or_path: base + "beacon_wasm_bg.wasm?v=" + version })
-        .then(function () { tracker = wasm.start(script); });
+        .then(function () { tracker = wasm.start(script, arrival()); });
     })
     .then(function () {
       var history = w.history;

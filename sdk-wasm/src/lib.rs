@@ -20,6 +20,7 @@ pub mod tracker;
 use std::rc::Rc;
 
 use gloo_timers::callback::Interval;
+use js_sys::Object;
 use wasm_bindgen::prelude::*;
 use web_sys::{Element, HtmlScriptElement};
 
@@ -35,10 +36,12 @@ pub struct Beacon {
 }
 
 /// Starts tracking with the settings on `script` (the snippet's own `<script>` tag) and
-/// records the first page view. Fails, with a message for the console, when the tag is
+/// records the first page view. `arrival` holds where the page load came from (its
+/// `referrer` and `utm_*` tags), read by the loader, which does it in fewer bytes than
+/// the browser bindings it would take here. Fails, with a message for the console, when the tag is
 /// missing `data-site-id` or the page has no window.
 #[wasm_bindgen]
-pub fn start(script: &Element) -> Result<Beacon, JsError> {
+pub fn start(script: &Element, arrival: Object) -> Result<Beacon, JsError> {
     let window = web_sys::window().ok_or_else(|| JsError::new("beacon: no window"))?;
     let src = script
         .dyn_ref::<HtmlScriptElement>()
@@ -46,15 +49,15 @@ pub fn start(script: &Element) -> Result<Beacon, JsError> {
         .unwrap_or_default();
     let config = Config::from_attributes(|name| script.get_attribute(name), &src)
         .map_err(|e| JsError::new(&(String::from("beacon: ") + e)))?;
-    let beacon = Beacon::new(config, window);
+    let beacon = Beacon::new(config, window, arrival);
     beacon.tracker.page_view();
     Ok(beacon)
 }
 
 impl Beacon {
-    fn new(config: Config, window: web_sys::Window) -> Self {
+    fn new(config: Config, window: web_sys::Window, arrival: Object) -> Self {
         let interval = config.flush_interval_ms;
-        let tracker = Tracker::new(config, window);
+        let tracker = Tracker::new(config, window, arrival);
         let on_tick = Rc::clone(&tracker);
         Self {
             tracker,

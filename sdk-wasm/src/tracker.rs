@@ -38,11 +38,14 @@ pub struct Tracker {
     blocked_at_start: Option<Blocked>,
     buffer: RefCell<Buffer>,
     last_path: RefCell<Option<String>>,
+    /// Where this page load came from, as the loader read it: `referrer` and the URL's
+    /// `utm_*` tags, copied into each event (the server takes a visit's from its first).
+    arrival: Object,
 }
 
 impl Tracker {
     /// A tracker for `config` on the page in `window`.
-    pub fn new(config: Config, window: Window) -> Rc<Self> {
+    pub fn new(config: Config, window: Window, arrival: Object) -> Rc<Self> {
         let visit = read_visit(&window);
         let blocked_at_start = blocked(
             &config,
@@ -58,11 +61,12 @@ impl Tracker {
         };
         Rc::new(Self {
             config,
-            window,
             user_id,
             blocked_at_start,
             buffer: RefCell::new(Buffer::default()),
             last_path: RefCell::new(None),
+            arrival,
+            window,
         })
     }
 
@@ -187,6 +191,7 @@ impl Tracker {
         if let Some(user_id) = &self.user_id {
             set(&event, "user_id", &JsValue::from_str(user_id));
         }
+        Object::assign(&event, &self.arrival);
         // Epoch milliseconds, which the server reads as well as RFC 3339.
         set(&event, "timestamp", &JsValue::from_f64(now_ms.floor()));
         if let Some(props) = props {

@@ -43,7 +43,7 @@ fn tracker(extra: &[(&str, &str)]) -> Beacon {
         ("data-flush-ms", "600000"),
     ];
     attrs.extend_from_slice(extra);
-    start(&script(&attrs)).unwrap_or_else(|_| panic!("start failed"))
+    start(&script(&attrs), js_sys::Object::new()).unwrap_or_else(|_| panic!("start failed"))
 }
 
 fn element(html: &str) -> HtmlElement {
@@ -66,7 +66,7 @@ async fn sleep(ms: i32) {
 #[wasm_bindgen_test]
 fn a_script_tag_without_a_site_id_is_refused_not_thrown() {
     let script = script(&[]);
-    assert!(start(&script).is_err());
+    assert!(start(&script, js_sys::Object::new()).is_err());
 }
 
 #[wasm_bindgen_test]
@@ -150,10 +150,10 @@ fn opting_out_drops_what_is_waiting_and_stops_everything() {
 
 #[wasm_bindgen_test]
 fn localhost_is_skipped_unless_allowed() {
-    let b = start(&script(&[
-        ("data-site-id", "s"),
-        ("data-flush-ms", "600000"),
-    ]))
+    let b = start(
+        &script(&[("data-site-id", "s"), ("data-flush-ms", "600000")]),
+        js_sys::Object::new(),
+    )
     .unwrap_or_else(|_| panic!("start failed"));
     assert!(!b.tracking());
     assert_eq!(b.pending(), 0);

@@ -123,11 +123,14 @@ async fn start_chromedriver(driver: &Path) -> (tokio::process::Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
+/// Headless Chromium, under the user agent of a person's Chrome: its own says
+/// `HeadlessChrome`, which Beacon leaves out as a bot.
 async fn browser(webdriver: &str) -> Client {
     let mut caps = serde_json::Map::new();
     let mut chrome = json!({ "args": [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-dev-shm-usage",
+        "--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
     ]});
     if Path::new("/usr/bin/chromium").is_file() {
         chrome["binary"] = json!("/usr/bin/chromium");
@@ -208,8 +211,19 @@ async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
     let browser = browser(&webdriver).await;
     let http = reqwest::Client::new();
 
-    // Home: a page view on load and a marked button, sent by the timer's fetch.
-    browser.goto(&format!("{site}/")).await.unwrap();
+    // Home, arriving from another host by a tagged link: a page view on load and a
+    // marked button, sent by the timer's fetch.
+    let elsewhere = beacon.replace("127.0.0.1", "localhost");
+    browser.goto(&format!("{elsewhere}/health")).await.unwrap();
+    browser
+        .execute(
+            "location.href = arguments[0]",
+            vec![json!(format!(
+                "{site}/?utm_source=newsletter&utm_campaign=launch&secret=1"
+            ))],
+        )
+        .await
+        .unwrap();
     assert!(
         wait_ready(&browser).await,
         "the snippet did not start tracking"
@@ -266,4 +280,38 @@ async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+
+    // The home page's events say where the visit came from; the path keeps no query.
+    let store = beacon_store::Store::open(StoreConfig::new(Backend::Embedded {
+        data_dir: data.path().to_owned(),
+    }))
+    .await
+    .unwrap();
+    let page = beacon_store::EventsPage {
+        site_id: SITE.to_owned(),
+        from: None,
+        to: None,
+        after: None,
+        limit: 100,
+    };
+    let events = store.events_page(&page).await.unwrap();
+    let home: Vec<_> = events
+        .iter()
+        .filter(|e| e.path.as_deref() == Some("/"))
+        .collect();
+    assert_eq!(home.len(), 2, "the page view and the signup click");
+    for e in home {
+        let c = &e.context;
+        assert_eq!(c.utm_source.as_deref(), Some("newsletter"));
+        assert_eq!(c.utm_campaign.as_deref(), Some("launch"));
+        assert_eq!(c.referrer.as_deref(), Some("localhost"));
+        assert_eq!(c.source.as_deref(), Some("newsletter"));
+        assert_eq!(c.browser.as_deref(), Some("Chrome"));
+        assert_eq!(c.hostname.as_deref(), Some("127.0.0.1"));
+    }
+    let about = events
+        .iter()
+        .find(|e| e.path.as_deref() == Some("/about.html"))
+        .unwrap();
+    assert_eq!(about.context.referrer, None, "a link within the site");
 }

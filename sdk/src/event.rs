@@ -23,6 +23,10 @@ pub struct Track {
     pub(crate) user_id: Option<String>,
     pub(crate) timestamp: Option<DateTime<Utc>>,
     pub(crate) props: Option<Map<String, Value>>,
+    pub(crate) referrer: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) utm: [Option<String>; 5],
 }
 
 /// Starts an event of any type.
@@ -65,7 +69,49 @@ impl Track {
         self
     }
 
+    /// Where the visitor came from (a URL), for a server that tracks its visitors'
+    /// page views: the request's `Referer`.
+    pub fn referrer(mut self, url: impl Into<String>) -> Self {
+        self.referrer = Some(url.into());
+        self
+    }
+
+    /// The visitor's user agent, for a server that tracks its visitors: their browser,
+    /// system and device are worked out from it (and bots left out). Without it, the
+    /// SDK's own request's `User-Agent` is what the server sees.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// The host the page is on.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// Campaign tags: `utm_source`, `utm_medium` and `utm_campaign`.
+    pub fn campaign(
+        mut self,
+        source: impl Into<String>,
+        medium: impl Into<String>,
+        campaign: impl Into<String>,
+    ) -> Self {
+        self.utm[0] = Some(source.into());
+        self.utm[1] = Some(medium.into());
+        self.utm[2] = Some(campaign.into());
+        self
+    }
+
+    /// `utm_content` and `utm_term`.
+    pub fn campaign_details(mut self, content: impl Into<String>, term: impl Into<String>) -> Self {
+        self.utm[3] = Some(content.into());
+        self.utm[4] = Some(term.into());
+        self
+    }
+
     pub(crate) fn into_event(self, site_id: &str, default_user: Option<&str>) -> Event {
+        let [utm_source, utm_medium, utm_campaign, utm_content, utm_term] = self.utm;
         Event {
             site_id: site_id.to_owned(),
             event_type: self.event_type,
@@ -74,6 +120,14 @@ impl Track {
             timestamp: Some(self.timestamp.unwrap_or_else(Utc::now)),
             event_id: Some(uuid::Uuid::now_v7()),
             props: self.props,
+            referrer: self.referrer,
+            user_agent: self.user_agent,
+            hostname: self.hostname,
+            utm_source,
+            utm_medium,
+            utm_campaign,
+            utm_content,
+            utm_term,
         }
     }
 }

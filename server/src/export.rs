@@ -8,8 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use beacon_protocol::DateBound;
-use beacon_store::{EventsPage, QueuedEvent};
+use beacon_store::{Context, EventsPage, QueuedEvent};
 use chrono::SecondsFormat;
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -18,7 +19,7 @@ use crate::error::ApiError;
 
 /// Events read per page.
 const PAGE: usize = 1000;
-/// The CSV columns, in order.
+/// The CSV columns before the context's (`Context::FIELDS`), in order.
 const CSV_HEADER: &[&str] = &[
     "event_id",
     "site_id",
@@ -39,8 +40,9 @@ pub struct ExportQuery {
     to: Option<DateBound>,
 }
 
-/// One exported event: the wire event's fields plus when it arrived.
-#[derive(Debug, Serialize)]
+/// One exported event: the wire event's fields, when it arrived, and what ingest worked
+/// out about it (its [`Context`], whose fields follow `props` when they are known).
+#[derive(Debug)]
 struct Exported<'a> {
     event_id: String,
     site_id: &'a str,
@@ -50,6 +52,27 @@ struct Exported<'a> {
     timestamp: String,
     ingested_at: String,
     props: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    context: &'a Context,
+}
+
+impl Serialize for Exported<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("event_id", &self.event_id)?;
+        map.serialize_entry("site_id", self.site_id)?;
+        map.serialize_entry("event_type", self.event_type)?;
+        map.serialize_entry("path", &self.path)?;
+        map.serialize_entry("user_id", &self.user_id)?;
+        map.serialize_entry("timestamp", &self.timestamp)?;
+        map.serialize_entry("ingested_at", &self.ingested_at)?;
+        map.serialize_entry("props", &self.props)?;
+        for (name, value) in Context::FIELDS.iter().zip(self.context.values()) {
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl<'a> From<&'a QueuedEvent> for Exported<'a> {
@@ -63,6 +86,7 @@ impl<'a> From<&'a QueuedEvent> for Exported<'a> {
             timestamp: e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
             ingested_at: e.ingested_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             props: e.props.as_ref(),
+            context: &e.context,
         }
     }
 }
@@ -143,7 +167,7 @@ fn encode(
             let mut writer = csv::Writer::from_writer(&mut out);
             if header {
                 writer
-                    .write_record(CSV_HEADER)
+                    .write_record(CSV_HEADER.iter().chain(&Context::FIELDS))
                     .map_err(|e| failed(e.to_string()))?;
             }
             for e in events {
@@ -152,17 +176,19 @@ fn encode(
                     .props
                     .map(|p| serde_json::to_string(p).unwrap_or_default())
                     .unwrap_or_default();
+                let fixed = [
+                    x.event_id.as_str(),
+                    x.site_id,
+                    x.event_type,
+                    x.path.unwrap_or_default(),
+                    x.user_id.unwrap_or_default(),
+                    &x.timestamp,
+                    &x.ingested_at,
+                    &props,
+                ];
+                let context = x.context.values().map(Option::unwrap_or_default);
                 writer
-                    .write_record([
-                        x.event_id.as_str(),
-                        x.site_id,
-                        x.event_type,
-                        x.path.unwrap_or_default(),
-                        x.user_id.unwrap_or_default(),
-                        &x.timestamp,
-                        &x.ingested_at,
-                        &props,
-                    ])
+                    .write_record(fixed.into_iter().chain(context))
                     .map_err(|e| failed(e.to_string()))?;
             }
             writer.flush().map_err(|e| failed(e.to_string()))?;

@@ -19,10 +19,12 @@ mod access;
 mod admin;
 mod client_ip;
 mod cookieless;
+mod enrich;
 pub mod error;
 mod export;
 mod pressure;
 mod ratelimit;
+mod referrers;
 mod routes;
 mod sdk;
 mod serve;
@@ -67,21 +69,28 @@ pub struct Shared {
     pub auth: access::Auth,
     /// Which events ingest lets in.
     pub sites: Arc<sites::Sites>,
+    /// Browser, device, source and country of each event; bots left out.
+    pub enricher: enrich::Enricher,
+    /// `TRUST_PROXY`.
+    pub trust_proxy: bool,
     /// Anonymous ids for cookieless batches.
     pub anonymizer: cookieless::Anonymizer,
 }
 
 impl AppState {
-    /// The state for `store`.
-    pub fn new(store: Store, config: &ServerConfig) -> Self {
-        Self(Arc::new(Shared {
+    /// The state for `store`; fails if `GEOIP_DB` cannot be read.
+    pub fn new(store: Store, config: &ServerConfig) -> Result<Self, ServerError> {
+        let enricher = enrich::Enricher::new(config.geoip_db.as_deref(), config.bot_filter)?;
+        Ok(Self(Arc::new(Shared {
             anonymizer: cookieless::Anonymizer::new(store.clone(), config.trust_proxy),
             pressure: pressure::Pressure::start(store.clone(), config.limits.queue_max_events),
             auth: access::Auth::new(config.admin_token.as_deref(), store.clone()),
             sites: sites::Sites::start(store.clone(), config.strict_sites),
             limits: config.limits.clone(),
+            enricher,
+            trust_proxy: config.trust_proxy,
             store,
-        }))
+        })))
     }
 }
 
@@ -102,6 +111,9 @@ pub enum ServerError {
     /// The listener failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// `GEOIP_DB` cannot be read.
+    #[error(transparent)]
+    GeoIp(#[from] enrich::GeoIpError),
 }
 
 /// The router. Ingest routes and the browser SDK's files (from `sdk_dir`) allow any
@@ -223,7 +235,7 @@ pub async fn run(
             "ADMIN_TOKEN is not set: anyone who can reach this server can read every site's stats, and the admin API is off"
         );
     }
-    let state = AppState::new(store.clone(), &config);
+    let state = AppState::new(store.clone(), &config)?;
     let router = app(state, &config.sdk_dir, RateLimits::from_config(&config));
     let (stop, stopped) = watch::channel(false);
     let background = if config.run_worker {

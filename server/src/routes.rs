@@ -25,24 +25,34 @@ use std::net::SocketAddr;
 
 use crate::AppState;
 use crate::access::Reader;
+use crate::client_ip::client_ip;
+use crate::enrich::Verdict;
 use crate::error::{ApiError, with_timeout};
 use crate::sites::Sites;
 
-/// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued.
+/// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued. A
+/// bot's event is answered the same, and dropped.
 pub async fn post_event(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let body = read_body(&state, body, MAX_EVENT_BODY_BYTES).await?;
     let now = Utc::now();
     let event = Event::from_json(&body)?;
     event.validate(now)?;
-    let page_host = Sites::page_host(&headers);
-    if let Err(why) = state.sites.check(&event.site_id, page_host.as_deref()) {
+    let sender = Sender::of(&state, &headers, peer);
+    if let Err(why) = state
+        .sites
+        .check(&event.site_id, sender.page_host.as_deref())
+    {
         return Err(ApiError::Forbidden(why.reason(&event.site_id)));
     }
-    let queued = QueuedEvent::from_event(event, now);
+    let Verdict::Keep(context) = sender.enrich(&state, &event) else {
+        return Ok((StatusCode::ACCEPTED, Json(Queued::new())));
+    };
+    let queued = QueuedEvent::from_event(event, now, *context);
     if let Some(refusal) = enqueue(&state, vec![queued]).await?.into_iter().next() {
         return Err(ApiError::InvalidEvent(
             beacon_protocol::ValidationError::Malformed(format!(
@@ -65,12 +75,12 @@ pub async fn post_events(
     let body = read_body(&state, body, MAX_BATCH_BODY_BYTES).await?;
     let now = Utc::now();
     let batch = parse_batch(&body)?;
-    let client = batch.cookieless.then(|| {
-        state
-            .anonymizer
-            .client(&headers, peer.map(|Extension(ConnectInfo(addr))| addr))
-    });
-    let page_host = Sites::page_host(&headers);
+    let peer_addr = peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr);
+    let client = batch
+        .cookieless
+        .then(|| state.anonymizer.client(&headers, peer_addr));
+    let sender = Sender::of(&state, &headers, peer);
+    let page_host = sender.page_host.clone();
     let mut results = Vec::new();
     let mut queued = Vec::new();
     // Which result each queued event answers.
@@ -90,11 +100,19 @@ pub async fn post_events(
                 });
             }
             Ok((mut event, Ok(()))) => {
+                let Verdict::Keep(context) = sender.enrich(&state, &event) else {
+                    // A bot's: answered as accepted, dropped.
+                    results.push(EventResult {
+                        status: EventStatus::Accepted,
+                        error: None,
+                    });
+                    continue;
+                };
                 if let (Some(client), None) = (&client, &event.user_id) {
                     let salt = state.anonymizer.user_id(&event.site_id, client, now);
                     event.user_id = Some(with_timeout(state.limits.store_timeout, salt).await?);
                 }
-                queued.push(QueuedEvent::from_event(event, now));
+                queued.push(QueuedEvent::from_event(event, now, *context));
                 slots.push(results.len());
                 results.push(EventResult {
                     status: EventStatus::Accepted,
@@ -127,6 +145,40 @@ pub async fn post_events(
         rejected: results.len() - accepted,
         results,
     }))
+}
+
+/// What a request says about who sent it: its page, user agent and address.
+struct Sender {
+    page_host: Option<String>,
+    agent: Option<String>,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Sender {
+    fn of(
+        state: &AppState,
+        headers: &HeaderMap,
+        peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ) -> Self {
+        let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+        Self {
+            page_host: Sites::page_host(headers),
+            agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            ip: client_ip(headers, peer, state.trust_proxy),
+        }
+    }
+
+    fn enrich(&self, state: &AppState, event: &Event) -> Verdict {
+        state.enricher.enrich(
+            event,
+            self.agent.as_deref(),
+            self.ip,
+            self.page_host.as_deref(),
+        )
+    }
 }
 
 /// Reads a request body of at most `limit` bytes (after decompression) within the time
@@ -212,6 +264,7 @@ pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, 
         "oldest_queued_age_seconds": oldest_age,
         "dead_letters": dead,
         "refused_events": { "other_hosts": other_hosts, "unregistered_sites": unregistered },
+        "bots_dropped": state.enricher.bots_dropped(),
         "auth": if state.auth.is_open() { "open" } else { "keys" },
     })))
 }

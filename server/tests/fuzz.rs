@@ -82,7 +82,7 @@ fn target() -> &'static Target {
                 .await
                 .unwrap();
             app(
-                AppState::new(store, &config),
+                AppState::new(store, &config).unwrap(),
                 &config.sdk_dir,
                 beacon_server::RateLimits::default(),
             )

@@ -40,7 +40,9 @@ use beacon_protocol::{Stats, TimeRange};
 
 pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
 pub use error::{Result, StoreError};
-pub use record::{ClaimedBatch, EventsPage, MoveOutcome, QueueStatus, QueuedEvent, Refusal};
+pub use record::{
+    ClaimedBatch, Context, EventsPage, MoveOutcome, QueueStatus, QueuedEvent, Refusal,
+};
 pub use site::{ApiKey, Site};
 
 /// The store. Cheap to clone; clones share connections and writer threads.

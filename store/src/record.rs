@@ -30,11 +30,14 @@ pub struct QueuedEvent {
     pub ingested_at: DateTime<Utc>,
     /// Free-form properties.
     pub props: Option<Map<String, Value>>,
+    /// Where the visitor came from and with what, worked out at ingest.
+    pub context: Context,
 }
 
 impl QueuedEvent {
-    /// Turns a validated client event into a queue record, filling in the id and time.
-    pub fn from_event(event: Event, now: DateTime<Utc>) -> Self {
+    /// Turns a validated client event into a queue record, filling in the id and time,
+    /// with `context` as the server worked it out.
+    pub fn from_event(event: Event, now: DateTime<Utc>, context: Context) -> Self {
         let now = truncate_to_millis(now);
         Self {
             event_id: event.event_id.unwrap_or_else(Uuid::now_v7),
@@ -45,6 +48,114 @@ impl QueuedEvent {
             timestamp: event.timestamp.map(truncate_to_millis).unwrap_or(now),
             ingested_at: now,
             props: event.props.filter(|p| !p.is_empty()),
+            context,
+        }
+    }
+}
+
+/// What the server worked out at ingest about where an event came from and with what:
+/// the raw user agent and IP address are never stored, only these. A visit's
+/// attributes (source, device, country…) are those of its first event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// The host the page is on.
+    pub hostname: Option<String>,
+    /// The page the visitor came from: host and path, no query string.
+    pub referrer: Option<String>,
+    /// Where from, by name: `Google`, `Hacker News`, a host, or `Direct / None`.
+    pub source: Option<String>,
+    /// The kind of source: `Direct`, `Organic Search`, `Paid`, `Organic Social`,
+    /// `Email`, `Referral`.
+    pub channel: Option<String>,
+    /// `utm_source`.
+    pub utm_source: Option<String>,
+    /// `utm_medium`.
+    pub utm_medium: Option<String>,
+    /// `utm_campaign`.
+    pub utm_campaign: Option<String>,
+    /// `utm_content`.
+    pub utm_content: Option<String>,
+    /// `utm_term`.
+    pub utm_term: Option<String>,
+    /// `Chrome`, `Safari`…
+    pub browser: Option<String>,
+    /// Its major version.
+    pub browser_version: Option<String>,
+    /// `Windows`, `iOS`…
+    pub os: Option<String>,
+    /// Its version.
+    pub os_version: Option<String>,
+    /// `Desktop`, `Mobile` or `Tablet`.
+    pub device: Option<String>,
+    /// An ISO 3166-1 alpha-2 code.
+    pub country: Option<String>,
+}
+
+impl Context {
+    /// The fields' stored names, in the order of [`Context::values`].
+    pub const FIELDS: [&'static str; 15] = [
+        "hostname",
+        "referrer",
+        "source",
+        "channel",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+        "browser",
+        "browser_version",
+        "os",
+        "os_version",
+        "device",
+        "country",
+    ];
+
+    /// The fields' values, in the order of [`Context::FIELDS`].
+    pub fn values(&self) -> [Option<&str>; 15] {
+        [
+            self.hostname.as_deref(),
+            self.referrer.as_deref(),
+            self.source.as_deref(),
+            self.channel.as_deref(),
+            self.utm_source.as_deref(),
+            self.utm_medium.as_deref(),
+            self.utm_campaign.as_deref(),
+            self.utm_content.as_deref(),
+            self.utm_term.as_deref(),
+            self.browser.as_deref(),
+            self.browser_version.as_deref(),
+            self.os.as_deref(),
+            self.os_version.as_deref(),
+            self.device.as_deref(),
+            self.country.as_deref(),
+        ]
+    }
+
+    /// The value of the field named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let at = Self::FIELDS.iter().position(|f| *f == name)?;
+        self.values()[at]
+    }
+
+    /// Builds a context from values in the order of [`Context::FIELDS`].
+    pub fn from_values(mut values: impl FnMut(usize) -> Option<String>) -> Self {
+        Self {
+            hostname: values(0),
+            referrer: values(1),
+            source: values(2),
+            channel: values(3),
+            utm_source: values(4),
+            utm_medium: values(5),
+            utm_campaign: values(6),
+            utm_content: values(7),
+            utm_term: values(8),
+            browser: values(9),
+            browser_version: values(10),
+            os: values(11),
+            os_version: values(12),
+            device: values(13),
+            country: values(14),
         }
     }
 }

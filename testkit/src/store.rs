@@ -19,6 +19,7 @@ pub fn page_view(site: &str, path: &str, user: Option<&str>, ts: DateTime<Utc>) 
         timestamp: truncate_to_millis(ts),
         ingested_at: truncate_to_millis(Utc::now()),
         props: None,
+        context: beacon_store::Context::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn event(i: usize) -> QueuedEvent {
         timestamp: truncate_to_millis(Utc::now()),
         ingested_at: truncate_to_millis(Utc::now()),
         props: None,
+        context: Default::default(),
     }
 }
 

@@ -1,14 +1,48 @@
 //! Records to and from rows: the column list shared by the queue and `events`, and the
 //! conversions of ids, times and props.
 
-use rusqlite::Row;
+use rusqlite::{Row, Statement};
 use uuid::Uuid;
 
-use crate::{QueuedEvent, Result, StoreError, from_millis};
+use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
-/// The columns the queue and `events` share, in this order.
-pub(super) const EVENT_COLUMNS: &str =
-    "event_id, site_id, event_type, path, user_id, timestamp, ingested_at, props";
+/// The columns the queue and `events` share, in this order: the event's own, then its
+/// context's (`Context::FIELDS`).
+pub(super) const EVENT_COLUMNS: &str = "event_id, site_id, event_type, path, user_id, \
+     timestamp, ingested_at, props, hostname, referrer, source, channel, utm_source, \
+     utm_medium, utm_campaign, utm_content, utm_term, browser, browser_version, os, \
+     os_version, device, country";
+/// How many columns [`EVENT_COLUMNS`] names.
+pub(super) const EVENT_COLUMN_COUNT: usize = 8 + Context::FIELDS.len();
+/// The context's columns' declarations, for the schema.
+pub(super) const CONTEXT_FIELDS: &str = "hostname TEXT, referrer TEXT, source TEXT, \
+     channel TEXT, utm_source TEXT, utm_medium TEXT, utm_campaign TEXT, utm_content TEXT, \
+     utm_term TEXT, browser TEXT, browser_version TEXT, os TEXT, os_version TEXT, \
+     device TEXT, country TEXT";
+
+/// `?1, ?2, …` for every column of [`EVENT_COLUMNS`].
+pub(super) fn event_placeholders() -> String {
+    (1..=EVENT_COLUMN_COUNT)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `e` to the parameters `?1…` of an insert of [`EVENT_COLUMNS`].
+pub(super) fn bind_event(statement: &mut Statement<'_>, e: &QueuedEvent) -> Result<()> {
+    statement.raw_bind_parameter(1, e.event_id.to_string())?;
+    statement.raw_bind_parameter(2, &e.site_id)?;
+    statement.raw_bind_parameter(3, &e.event_type)?;
+    statement.raw_bind_parameter(4, &e.path)?;
+    statement.raw_bind_parameter(5, &e.user_id)?;
+    statement.raw_bind_parameter(6, millis(e.timestamp))?;
+    statement.raw_bind_parameter(7, millis(e.ingested_at))?;
+    statement.raw_bind_parameter(8, props_json(e)?)?;
+    for (i, value) in e.context.values().into_iter().enumerate() {
+        statement.raw_bind_parameter(9 + i, value)?;
+    }
+    Ok(())
+}
 
 /// `props` as stored: compact JSON text.
 pub(super) fn props_json(e: &QueuedEvent) -> Result<Option<String>> {
@@ -36,10 +70,44 @@ pub(super) fn read_event(row: &Row<'_>, first: usize) -> Result<QueuedEvent> {
             .map(|p| serde_json::from_str(&p))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
+        context: read_context(row, first + 8)?,
     })
+}
+
+/// Reads the context's columns starting at column `first`.
+pub(super) fn read_context(row: &Row<'_>, first: usize) -> Result<Context> {
+    let mut failed = None;
+    let context = Context::from_values(|i| match row.get(first + i) {
+        Ok(v) => v,
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(context),
+    }
 }
 
 /// A value id as SQLite stores it: the same 64 bits, as a signed integer.
 pub(super) fn sql_id(id: u64) -> i64 {
     i64::from_le_bytes(id.to_le_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_columns_follow_the_contexts_fields() {
+        let columns: Vec<&str> = EVENT_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(columns.len(), EVENT_COLUMN_COUNT);
+        assert_eq!(&columns[8..], &Context::FIELDS[..]);
+        let declared: Vec<&str> = CONTEXT_FIELDS
+            .split(',')
+            .map(|c| c.split_whitespace().next().unwrap_or_default())
+            .collect();
+        assert_eq!(&declared[..], &Context::FIELDS[..]);
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, params};
 
+use super::codec::CONTEXT_FIELDS;
 use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
 use crate::group::Writer;
 use crate::rollup::hash::{self, Keys};
@@ -72,13 +73,8 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 /// The columns after `event_id` that the queue and `events` share.
-const EVENT_FIELDS: &str = "site_id TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    path TEXT,
-    user_id TEXT,
-    timestamp INTEGER NOT NULL,
-    ingested_at INTEGER NOT NULL,
-    props TEXT";
+const EVENT_FIELDS: &str = "site_id TEXT NOT NULL, event_type TEXT NOT NULL, path TEXT, \
+     user_id TEXT, timestamp INTEGER NOT NULL, ingested_at INTEGER NOT NULL, props TEXT";
 
 /// The queue, in `queue.db`, and its count of rows. No unique index on `event_id`: a
 /// copy sent twice is dropped when moved, as `events` is keyed by it. Claims are kept in
@@ -88,7 +84,7 @@ fn create_queue_table(conn: &Connection, queue: &str) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS \"{queue}\" (
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
              event_id TEXT NOT NULL,
-             {EVENT_FIELDS}
+             {EVENT_FIELDS}, {CONTEXT_FIELDS}
          );
          CREATE TABLE IF NOT EXISTS queue_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
          INSERT OR IGNORE INTO queue_counts (name, n) SELECT '{queue}', COUNT(*) FROM \"{queue}\";"
@@ -138,7 +134,7 @@ fn create_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS events (
              event_id TEXT PRIMARY KEY,
-             {EVENT_FIELDS},
+             {EVENT_FIELDS}, {CONTEXT_FIELDS},
              processed_at INTEGER NOT NULL
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);
@@ -164,7 +160,7 @@ fn create_schema(conn: &Connection) -> Result<()> {
          CREATE TABLE IF NOT EXISTS dict (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS dead_letters (
              event_id TEXT PRIMARY KEY,
-             {EVENT_FIELDS},
+             {EVENT_FIELDS}, {CONTEXT_FIELDS},
              error TEXT NOT NULL,
              failed_at INTEGER NOT NULL
          ) WITHOUT ROWID;

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::codec::{EVENT_COLUMNS, props_json, read_event};
+use super::codec::{EVENT_COLUMNS, bind_event, event_placeholders, read_event};
 use super::{EmbeddedStore, SqliteFile};
 use crate::group::Sink;
 use crate::record::Claim;
 use crate::{
-    ClaimedBatch, QueueStatus, QueuedEvent, Refusal, Result, from_millis, lock, millis,
-    new_claim_token,
+    ClaimedBatch, QueueStatus, QueuedEvent, Refusal, Result, from_millis, lock, new_claim_token,
 };
 
 /// A worker's claim: queue rows `first..=last` (by `seq`), until its lease ends.
@@ -43,20 +42,13 @@ impl Sink for SqliteFile {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO \"{}\" ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                self.queue
+                "INSERT INTO \"{}\" ({EVENT_COLUMNS}) VALUES ({})",
+                self.queue,
+                event_placeholders()
             ))?;
             for e in events {
-                insert.execute(params![
-                    e.event_id.to_string(),
-                    e.site_id,
-                    e.event_type,
-                    e.path,
-                    e.user_id,
-                    millis(e.timestamp),
-                    millis(e.ingested_at),
-                    props_json(e)?,
-                ])?;
+                bind_event(&mut insert, e)?;
+                insert.raw_execute()?;
             }
         }
         count_queued(&tx, &self.queue, events.len() as i64)?;

@@ -7,7 +7,7 @@ use mongodb::bson::{Binary, Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::error::ErrorKind;
 use uuid::Uuid;
 
-use crate::{QueuedEvent, Result, StoreError, from_millis, millis};
+use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// A write that found a unique key taken (the `_id`'s, or another unique index's).
 pub(super) const DUPLICATE_KEY: i32 = 11000;
@@ -129,6 +129,11 @@ pub(super) fn to_queue_doc(e: &QueuedEvent) -> Document {
         "ingested_at": bson_time(e.ingested_at),
         "batch": Bson::Null, // not in a batch yet
     };
+    for (name, value) in Context::FIELDS.iter().zip(e.context.values()) {
+        if let Some(value) = value {
+            d.insert(*name, value);
+        }
+    }
     if let Some(props) = &e.props {
         // As JSON text, not a BSON document: MongoDB reads documents as Extended JSON,
         // so `{"$oid": …}` or `{"$date": …}` inside props would change or vanish.
@@ -166,5 +171,6 @@ pub(super) fn from_doc(d: &Document) -> Result<QueuedEvent> {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| corrupt(&format!("props as JSON ({e})")))?,
+        context: Context::from_values(|i| opt_str(Context::FIELDS[i])),
     })
 }

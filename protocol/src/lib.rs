@@ -3,6 +3,7 @@
 //! - [`event`]: the [`Event`] a client sends, and its validation.
 //! - [`batch`]: the `POST /events` envelope and its per-event results.
 //! - [`stats`]: the `GET /stats` query and the [`Stats`] it answers.
+//! - [`query`]: the query API (`POST /api/v2/query`), in Plausible's shape.
 //! - [`limits`]: the size limits both sides agree on.
 //! - [`time`]: timestamps as they travel (RFC 3339 or epoch milliseconds) and date bounds.
 //!
@@ -12,6 +13,7 @@
 pub mod batch;
 pub mod event;
 pub mod limits;
+pub mod query;
 pub mod stats;
 pub mod time;
 

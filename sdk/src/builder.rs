@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub max_retry_after: Duration,
     pub gzip: bool,
     pub shutdown_timeout: Duration,
+    /// Sent as the bearer of reads (`stats`, `query`).
+    pub read_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             max_retry_after: Duration::from_secs(60),
             gzip: true,
             shutdown_timeout: Duration::from_secs(5),
+            read_key: None,
         }
     }
 }
@@ -165,6 +168,13 @@ impl ClientBuilder {
         self
     }
 
+    /// The key that reads send (`Authorization: Bearer`): a read key of the site, or
+    /// the admin token, for a server with `ADMIN_TOKEN` set. Tracking needs none.
+    pub fn read_key(mut self, key: impl Into<String>) -> Self {
+        self.settings.read_key = Some(key.into());
+        self
+    }
+
     /// Also trusts this certificate authority (DER-encoded) for `https://` servers, for
     /// a Beacon behind a private CA. Publicly trusted certificates need nothing: the
     /// client trusts the Mozilla roots (rustls with webpki-roots, no OpenSSL).
@@ -233,6 +243,7 @@ impl ClientBuilder {
             wake: Notify::new(),
             events_url: join("events")?,
             stats_url: join("stats")?,
+            query_url: join("api/v2/query")?,
             settings,
             http,
         });

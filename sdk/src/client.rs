@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub events_url: reqwest::Url,
     /// `GET /stats`.
     pub stats_url: reqwest::Url,
+    /// `POST /api/v2/query`.
+    pub query_url: reqwest::Url,
     pub http: reqwest::Client,
 }
 
@@ -278,12 +280,20 @@ impl Client {
         let shared = &self.handle.shared;
         let mut url = shared.stats_url.clone();
         url.set_query(Some(&serde_urlencoded::to_string(query)?));
-        let response = shared
-            .http
-            .get(url)
-            .timeout(shared.settings.request_timeout)
-            .send()
-            .await?;
+        self.read(shared.http.get(url)).await
+    }
+
+    /// Sends a read (with the read key, if set) and decodes its answer, or its error.
+    pub(crate) async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, Error> {
+        let settings = &self.handle.shared.settings;
+        let mut request = request.timeout(settings.request_timeout);
+        if let Some(key) = &settings.read_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response.json().await?);
@@ -297,5 +307,10 @@ impl Client {
             code: body.error,
             message: body.message,
         })
+    }
+
+    /// The shared state, for the query API's file.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.handle.shared
     }
 }

@@ -19,13 +19,15 @@
 //!   full-jitter backoff (honouring `Retry-After`), splits a batch the server finds too
 //!   large, and drops what the server refuses, with a log line and a count.
 //! - The `event_id` makes retries safe: the server stores each id once.
-//! - [`Client::stats`] reads `GET /stats` into the protocol's typed [`Stats`].
+//! - [`Client::stats`] reads `GET /stats` into the protocol's typed [`Stats`];
+//!   [`Client::query`] asks the query API, built with [`query()`] ([`mod@query`]).
 
 mod builder;
 mod client;
 mod error;
 mod event;
 mod metrics;
+pub mod query;
 mod sender;
 
 pub use beacon_protocol::{DateBound, PathCount, Stats, StatsQuery};
@@ -34,3 +36,4 @@ pub use client::Client;
 pub use error::Error;
 pub use event::{Track, event};
 pub use metrics::Metrics;
+pub use query::query;

@@ -3,6 +3,10 @@
 //! agent and the site. Nothing is stored on the visitor's device, the same visitor
 //! counts once per day and site, and once the salt is deleted (after a day) the id can
 //! no longer be linked to the IP.
+//!
+//! In the first half hour of a day the visitor's id of the day before goes with the
+//! event too (`continues`), so that a visit going on across midnight goes on under that
+//! id instead of splitting in two (the worker decides, see the store's visits).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +14,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use beacon_store::{Store, StoreError};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
@@ -21,11 +25,16 @@ use crate::client_ip::client_ip;
 pub struct Anonymizer {
     store: Store,
     trust_proxy: bool,
-    today: Arc<Mutex<Option<DaySalt>>>,
+    /// The salts of the days asked for lately: today's, and yesterday's at midnight.
+    salts: Arc<Mutex<Vec<DaySalt>>>,
 }
 
 /// A day and its salt.
 type DaySalt = (NaiveDate, Vec<u8>);
+
+/// How long after midnight an event also carries the visitor's id of the day before:
+/// the longest gap within a visit.
+const CONTINUE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(30);
 
 /// Who sent a request, as far as the anonymous id needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +51,7 @@ impl Anonymizer {
         Self {
             store,
             trust_proxy,
-            today: Arc::new(Mutex::new(None)),
+            salts: Arc::default(),
         }
     }
 
@@ -58,26 +67,34 @@ impl Anonymizer {
         }
     }
 
-    /// The anonymous id of `client` on `site_id` for the UTC day of `now`.
+    /// The anonymous id of `client` on `site_id` for the UTC day of `now`, and in the
+    /// first half hour of the day, its id of the day before.
     pub async fn user_id(
         &self,
         site_id: &str,
         client: &Client,
         now: DateTime<Utc>,
-    ) -> Result<String, StoreError> {
-        let salt = self.salt(now.date_naive()).await?;
-        Ok(anonymous_id(&salt, site_id, client))
+    ) -> Result<(String, Option<String>), StoreError> {
+        let today = now.date_naive();
+        let id = anonymous_id(&self.salt(today).await?, site_id, client);
+        let since_midnight = now - today.and_time(NaiveTime::MIN).and_utc();
+        let before = match today.pred_opt() {
+            Some(yesterday) if since_midnight < CONTINUE_FOR => {
+                Some(anonymous_id(&self.salt(yesterday).await?, site_id, client))
+            }
+            _ => None,
+        };
+        Ok((id, before))
     }
 
     async fn salt(&self, day: NaiveDate) -> Result<Vec<u8>, StoreError> {
-        let mut today = self.today.lock().await;
-        if let Some((cached_day, salt)) = today.as_ref() {
-            if *cached_day == day {
-                return Ok(salt.clone());
-            }
+        let mut salts = self.salts.lock().await;
+        if let Some((_, salt)) = salts.iter().find(|(d, _)| *d == day) {
+            return Ok(salt.clone());
         }
         let salt = self.store.daily_salt(day, rand::random()).await?;
-        *today = Some((day, salt.clone()));
+        salts.retain(|(d, _)| *d >= day.pred_opt().unwrap_or(day));
+        salts.push((day, salt.clone()));
         Ok(salt)
     }
 }

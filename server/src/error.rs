@@ -143,6 +143,9 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::BadQuery(why) = e {
+            return Self::InvalidQuery(why);
+        }
         tracing::error!(error = %e, unavailable = e.is_unavailable(), "store call failed");
         Self::Unavailable
     }

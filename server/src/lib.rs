@@ -3,7 +3,7 @@
 //! - [`run`] starts everything on a bound listener until a shutdown future resolves: the
 //!   binary and the tests call it alike.
 //! - [`app`] builds the axum router: `POST /event`, `POST /events`, `GET /stats`,
-//!   `GET /health`.
+//!   `POST /api/v2/query`, the admin API, `GET /health`.
 //! - `routes` holds the handlers; [`error`] maps every failure to a status and a JSON
 //!   body. The settings come from `beacon-config` ([`ServerConfig`]).
 //! - `serve` accepts connections with a header timeout, a connection cap and a shutdown
@@ -11,6 +11,10 @@
 //!   `ratelimit` limits ingest per client address, which `client_ip` determines.
 //! - `sdk` serves the browser SDK under `/sdk/`; `cookieless` derives anonymous daily
 //!   user ids for browsers that keep none.
+//! - `enrich` turns user agents, referrers and addresses into an event's context at
+//!   ingest (with `referrers`), and leaves bots out; `query` is the query API.
+//! - `access`, `admin`, `sites` and `export`: keys, the admin API, the sites registry,
+//!   and exports.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
@@ -23,6 +27,7 @@ mod enrich;
 pub mod error;
 mod export;
 mod pressure;
+mod query;
 mod ratelimit;
 mod referrers;
 mod routes;
@@ -134,6 +139,7 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
     }
     let mut reads = Router::new()
         .route("/stats", get(routes::get_stats))
+        .route("/api/v2/query", post(query::post_query))
         .route(
             "/api/sites",
             post(admin::create_site).get(admin::list_sites),

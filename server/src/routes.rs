@@ -108,11 +108,16 @@ pub async fn post_events(
                     });
                     continue;
                 };
+                let mut continues = None;
                 if let (Some(client), None) = (&client, &event.user_id) {
-                    let salt = state.anonymizer.user_id(&event.site_id, client, now);
-                    event.user_id = Some(with_timeout(state.limits.store_timeout, salt).await?);
+                    let ids = state.anonymizer.user_id(&event.site_id, client, now);
+                    let (id, before) = with_timeout(state.limits.store_timeout, ids).await?;
+                    event.user_id = Some(id);
+                    continues = before;
                 }
-                queued.push(QueuedEvent::from_event(event, now, *context));
+                let mut record = QueuedEvent::from_event(event, now, *context);
+                record.continues = continues;
+                queued.push(record);
                 slots.push(results.len());
                 results.push(EventResult {
                     status: EventStatus::Accepted,

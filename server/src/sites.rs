@@ -107,6 +107,12 @@ impl Sites {
         }
     }
 
+    /// The time zone `site_id` is registered with, if it is registered.
+    pub fn timezone(&self, site_id: &str) -> Option<String> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        known.get(site_id).map(|s| s.timezone.clone())
+    }
+
     /// Events refused so far: from other hosts, and for unregistered sites.
     pub fn refused(&self) -> (u64, u64) {
         (

@@ -63,6 +63,8 @@ pub const RESERVED_NAMES: &[&str] = &[
     "sites",
     "api_keys",
     "erasures",
+    "visits",
+    "visit_states",
 ];
 
 /// Checks a queue name: it becomes a collection or table name, so only plain identifiers,

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The blocking task that ran an embedded-store call died.
     #[error("embedded store task failed: {0}")]
     Task(String),
+    /// A query that cannot be answered as asked: the message says why, for the asker.
+    #[error("{0}")]
+    BadQuery(String),
 }
 
 impl StoreError {

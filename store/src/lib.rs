@@ -13,6 +13,7 @@
 //!   (`rollup/mod.rs`), how a range splits into buckets and raw scans (`rollup/plan.rs`),
 //!   and the unique-users sketch (`rollup/sketch.rs`).
 //! - `stats`: assembles `/stats` from what a backend read for each piece of the plan.
+//! - `query/`: the query API's engine, from rollups or raw events (`query/mod.rs`).
 //! - `site`: registered sites and their read keys ([`Site`], [`ApiKey`]).
 //! - `mongo/`: MongoDB, for production and scale-out. Any number of servers and workers
 //!   share one database; claims with leases spread batches across workers, and a batch
@@ -29,6 +30,7 @@ mod embedded;
 mod error;
 mod group;
 mod mongo;
+mod query;
 mod record;
 mod rollup;
 mod site;
@@ -40,6 +42,7 @@ use beacon_protocol::{Stats, TimeRange};
 
 pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
 pub use error::{Result, StoreError};
+pub use query::Engine;
 pub use record::{
     ClaimedBatch, Context, EventsPage, MoveOutcome, QueueStatus, QueuedEvent, Refusal,
 };
@@ -131,21 +134,45 @@ impl Store {
 
     /// Totals, unique users and top paths over processed events.
     pub async fn stats(&self, range: &TimeRange) -> Result<Stats> {
-        let (parts, keys) = match &self.0 {
-            Backends::Mongo(s) => (s.stats_parts(range).await?, s.hash_keys()?),
-            Backends::Embedded(s) => (s.stats_parts(range).await?, s.hash_keys()?),
+        let parts = match &self.0 {
+            Backends::Mongo(s) => s.stats_parts(range).await?,
+            Backends::Embedded(s) => s.stats_parts(range).await?,
         };
-        let assembled = stats::assemble(parts, &keys);
+        let assembled = stats::assemble(parts, &self.hash_keys()?);
         let wanted = assembled.wanted_texts(range.limit);
         let texts = if wanted.is_empty() {
             HashMap::new()
         } else {
-            match &self.0 {
-                Backends::Mongo(s) => s.value_texts(&wanted).await?,
-                Backends::Embedded(s) => s.value_texts(&wanted).await?,
-            }
+            self.value_texts(&wanted).await?
         };
         Ok(assembled.into_stats(range.limit, texts))
+    }
+
+    /// The rollup buckets `read` asks for.
+    pub(crate) async fn buckets(
+        &self,
+        read: &rollup::BucketRead,
+    ) -> Result<Vec<rollup::StoredBucket>> {
+        match &self.0 {
+            Backends::Mongo(s) => s.buckets(read).await,
+            Backends::Embedded(s) => s.buckets(read).await,
+        }
+    }
+
+    /// The texts of value ids, from the values dictionary.
+    pub(crate) async fn value_texts(&self, ids: &[u64]) -> Result<HashMap<u64, String>> {
+        match &self.0 {
+            Backends::Mongo(s) => s.value_texts(ids).await,
+            Backends::Embedded(s) => s.value_texts(ids).await,
+        }
+    }
+
+    /// The keys of user and value hashes.
+    pub(crate) fn hash_keys(&self) -> Result<rollup::hash::Keys> {
+        match &self.0 {
+            Backends::Mongo(s) => s.hash_keys(),
+            Backends::Embedded(s) => s.hash_keys(),
+        }
     }
 
     /// One page of a site's processed events, oldest first: the events after
@@ -279,6 +306,13 @@ impl Store {
         limit: usize,
     ) -> Result<u64> {
         dispatch!(self.expire_events(before, limit))
+    }
+
+    /// Deletes the visit states of visitors not seen since `before`: their visits are
+    /// over, and an event that old starts a visit of its own anyway.
+    pub async fn forget_visits(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let before = millis(before);
+        dispatch!(self.forget_visits(before))
     }
 
     /// Deletes the cookieless salts of days before `oldest_kept`.

@@ -32,6 +32,10 @@ pub struct QueuedEvent {
     pub props: Option<Map<String, Value>>,
     /// Where the visitor came from and with what, worked out at ingest.
     pub context: Context,
+    /// Queue only, never stored with the event: for a cookieless visitor in the first
+    /// half hour of a UTC day, their id of the day before, under which a visit still
+    /// going continues (see `rollup::visits`).
+    pub continues: Option<String>,
 }
 
 impl QueuedEvent {
@@ -49,6 +53,7 @@ impl QueuedEvent {
             ingested_at: now,
             props: event.props.filter(|p| !p.is_empty()),
             context,
+            continues: None,
         }
     }
 }
@@ -174,8 +179,9 @@ pub struct Refusal {
 /// the same events once the claim's lease runs out; moving them is idempotent regardless.
 #[derive(Debug)]
 pub struct ClaimedBatch {
-    /// The events, oldest first.
-    pub events: Vec<QueuedEvent>,
+    /// The events, oldest first. Shared, so that a move can hand them to a writer
+    /// thread without copying.
+    pub events: std::sync::Arc<[QueuedEvent]>,
     /// Whether ready events were left behind: claim again at once rather than wait.
     pub(crate) more_waiting: bool,
     /// The backend's hold on the events.
@@ -195,7 +201,7 @@ impl ClaimedBatch {
     /// A claim that found nothing.
     pub(crate) fn nothing() -> Self {
         Self {
-            events: Vec::new(),
+            events: Vec::new().into(),
             more_waiting: false,
             claim: Claim::Nothing,
         }

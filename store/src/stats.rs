@@ -30,6 +30,15 @@ pub(crate) enum Part {
     Raw(Vec<(Option<String>, Option<String>)>),
 }
 
+/// Buckets added up, every counter kept.
+pub(crate) fn merged(buckets: Vec<crate::rollup::StoredBucket>) -> Rollup {
+    let mut total = Rollup::default();
+    for b in &buckets {
+        total.merge_unbounded(&b.rollup);
+    }
+    total
+}
+
 /// A range's totals, before the texts of its top paths are known.
 #[derive(Debug)]
 pub(crate) struct Assembled {

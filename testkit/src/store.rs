@@ -2,7 +2,7 @@
 
 use beacon_protocol::time::truncate_to_millis;
 use beacon_protocol::{Stats, StatsQuery};
-use beacon_store::{EventsPage, QueuedEvent, Store};
+use beacon_store::{ClaimedBatch, EventsPage, QueuedEvent, Store, StoreError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -20,6 +20,7 @@ pub fn page_view(site: &str, path: &str, user: Option<&str>, ts: DateTime<Utc>) 
         ingested_at: truncate_to_millis(Utc::now()),
         props: None,
         context: beacon_store::Context::default(),
+        continues: None,
     }
 }
 
@@ -32,11 +33,24 @@ pub async fn open(backend: &TestBackend) -> Store {
     store
 }
 
-/// Queues, with a generous deadline, and checks that nothing was refused.
+/// Queues, with a generous deadline, and checks that nothing was refused. Retries on
+/// `Unavailable` (the `503` an SDK retries): on a loaded machine a write can outlast
+/// the tests' short claim lease, and is then not stored.
 pub async fn enqueue(store: &Store, events: Vec<QueuedEvent>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let refused = store.enqueue(events, deadline).await.expect("enqueue");
-    assert!(refused.is_empty(), "refused: {refused:?}");
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        match store.enqueue(events.clone(), deadline).await {
+            Ok(refused) => {
+                assert!(refused.is_empty(), "refused: {refused:?}");
+                return;
+            }
+            Err(StoreError::Unavailable(why)) if std::time::Instant::now() < give_up => {
+                eprintln!("enqueue: {why}; again");
+            }
+            Err(e) => panic!("enqueue: {e:?}"),
+        }
+    }
 }
 
 /// Claims and moves batches of 100 until the queue is empty; answers how many events
@@ -48,7 +62,23 @@ pub async fn drain(store: &Store) -> usize {
         if batch.is_empty() {
             return moved;
         }
-        moved += store.move_batch(&batch).await.expect("move").inserted;
+        moved += move_patiently(store, &batch).await;
+    }
+}
+
+/// Moves `batch`; answers how many events were newly stored. As the worker does, a
+/// failed move is tried again: a move is idempotent, and the test database drops
+/// connections when the machine is loaded.
+pub async fn move_patiently(store: &Store, batch: &ClaimedBatch) -> usize {
+    let mut tries = 0;
+    loop {
+        match store.move_batch(batch).await {
+            Ok(outcome) => return outcome.inserted,
+            Err(e) if tries < 5 => eprintln!("move: {e}; again"),
+            Err(e) => panic!("move: {e:?}"),
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

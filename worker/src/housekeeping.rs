@@ -1,6 +1,7 @@
 //! Housekeeping beside the polling loop, once a minute: raw events past the retention
 //! window (`RETENTION_DAYS`) are deleted in small batches, erasures in progress are
-//! finished, and cookieless salts of finished days are forgotten.
+//! finished, visit states of visitors gone for two days and cookieless salts of
+//! finished days are forgotten.
 
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ const EXPIRE_BATCH: usize = 1000;
 const EXPIRE_PAUSE: Duration = Duration::from_millis(10);
 /// How long one round deletes before it leaves the rest to the next.
 const EXPIRE_BUDGET: Duration = Duration::from_secs(5);
+/// How long a visitor's visit state outlives their last event: well past the longest
+/// visit, so that only visitors long gone lose it.
+const VISIT_STATES_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
 /// One round: answers how many raw events it deleted.
 pub async fn sweep(store: &Store, retention: Option<Duration>) -> Result<u64, StoreError> {
@@ -35,6 +39,10 @@ pub async fn sweep(store: &Store, retention: Option<Duration>) -> Result<u64, St
         }
     }
     store.settle_erasures().await?;
+    let forgotten = store.forget_visits(Utc::now() - VISIT_STATES_KEPT).await?;
+    if forgotten > 0 {
+        tracing::debug!(forgotten, "forgot the visit states of visitors long gone");
+    }
     // A salt is needed for its day and, for visits across midnight, the next.
     let yesterday = Utc::now().date_naive().pred_opt().unwrap_or_default();
     store.forget_salts(yesterday).await?;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use beacon_protocol::time::truncate_to_millis;
-use beacon_store::{Backend, QueuedEvent, Store};
+use beacon_store::{Backend, Engine, QueuedEvent, Store};
 use beacon_testkit::TestBackend;
 use chrono::Utc;
 use tokio::process::{Child, Command};
@@ -45,6 +45,7 @@ fn event(i: usize) -> QueuedEvent {
         ingested_at: truncate_to_millis(Utc::now()),
         props: None,
         context: Default::default(),
+        continues: None,
     }
 }
 
@@ -140,5 +141,30 @@ async fn killed_and_concurrent_workers_store_every_accepted_event_exactly_once()
             .map(|p| (p.path.clone(), p.count))
             .collect();
         assert_eq!(got, expected, "{}", backend.name);
+        // Visits come from the rollups too: each event added to exactly one visit once,
+        // so the visits' page views and events, by entry page, add up to all events.
+        let q: beacon_protocol::query::Query = serde_json::from_value(serde_json::json!({
+            "site_id": "s", "metrics": ["pageviews", "events", "visits"], "date_range": "all",
+            "dimensions": ["visit:entry_page"],
+        }))
+        .unwrap();
+        let answer = store
+            .query(&q, chrono_tz::Tz::UTC, chrono::Utc::now(), Engine::Auto)
+            .await
+            .unwrap();
+        let sum = |i: usize| -> i64 {
+            answer
+                .results
+                .iter()
+                .map(|r| r.metrics[i].as_i64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            (sum(0), sum(1)),
+            (1500, 1500),
+            "{}: visits' events",
+            backend.name
+        );
+        assert!(sum(2) >= 13, "{}: every visitor has a visit", backend.name);
     }
 }

@@ -71,6 +71,7 @@ pub(super) fn read_event(row: &Row<'_>, first: usize) -> Result<QueuedEvent> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
         context: read_context(row, first + 8)?,
+        continues: None,
     })
 }
 

@@ -32,6 +32,7 @@ mod rollups;
 mod salts;
 mod sites;
 mod stats;
+mod visits;
 
 use std::collections::HashMap;
 use std::path::Path;

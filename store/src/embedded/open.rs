@@ -10,6 +10,7 @@ use rusqlite::{Connection, params};
 use super::codec::CONTEXT_FIELDS;
 use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
 use crate::group::Writer;
+use crate::rollup::EXTRA_NAMES;
 use crate::rollup::hash::{self, Keys};
 use crate::{Result, StoreConfig, StoreError};
 
@@ -84,11 +85,27 @@ fn create_queue_table(conn: &Connection, queue: &str) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS \"{queue}\" (
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
              event_id TEXT NOT NULL,
-             {EVENT_FIELDS}, {CONTEXT_FIELDS}
+             {EVENT_FIELDS}, {CONTEXT_FIELDS}, continues TEXT
          );
          CREATE TABLE IF NOT EXISTS queue_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
          INSERT OR IGNORE INTO queue_counts (name, n) SELECT '{queue}', COUNT(*) FROM \"{queue}\";"
     ))?;
+    add_missing_columns(conn, queue, &format!("{CONTEXT_FIELDS}, continues TEXT"))
+}
+
+/// Adds the columns of `declarations` (`name TYPE …, …`) that `table` lacks: a store
+/// made by an earlier version gains them, empty (or at their default), when opened.
+fn add_missing_columns(conn: &Connection, table: &str, declarations: &str) -> Result<()> {
+    let existing: Vec<String> = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for declaration in declarations.split(',').map(str::trim) {
+        let name = declaration.split_whitespace().next().unwrap_or_default();
+        if !existing.iter().any(|e| e == name) {
+            conn.execute_batch(&format!("ALTER TABLE \"{table}\" ADD COLUMN {declaration}"))?;
+        }
+    }
     Ok(())
 }
 
@@ -128,9 +145,11 @@ fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `events`, the salts, the rollups, the values dictionary, dead letters, the install's
-/// secret, and the registered sites and their keys, in `beacon.db`.
+/// `events`, the salts, the rollups, visitors' visit states, the values dictionary,
+/// dead letters, the install's secret, and the registered sites and their keys, in
+/// `beacon.db`.
 fn create_schema(conn: &Connection) -> Result<()> {
+    let extras = rollup_extras();
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS events (
              event_id TEXT PRIMARY KEY,
@@ -146,8 +165,17 @@ fn create_schema(conn: &Connection) -> Result<()> {
              start INTEGER NOT NULL,
              count INTEGER NOT NULL,
              users BLOB NOT NULL,
+             {extras},
              PRIMARY KEY (site_id, granularity, event_type, start)
          ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS visits (
+             site_id TEXT NOT NULL,
+             user_id TEXT NOT NULL,
+             state BLOB NOT NULL,
+             last INTEGER NOT NULL,
+             PRIMARY KEY (site_id, user_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS visits_last ON visits (last);
          CREATE TABLE IF NOT EXISTS rollup_dims (
              site_id TEXT NOT NULL,
              granularity TEXT NOT NULL,
@@ -180,5 +208,15 @@ fn create_schema(conn: &Connection) -> Result<()> {
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS api_keys_site ON api_keys (site_id);"
     ))?;
-    Ok(())
+    for table in ["events", "dead_letters"] {
+        add_missing_columns(conn, table, CONTEXT_FIELDS)?;
+    }
+    add_missing_columns(conn, "rollups", &extras)
+}
+
+/// The declarations of a bucket's side counters' columns in `rollups`.
+fn rollup_extras() -> String {
+    EXTRA_NAMES
+        .map(|name| format!("{name} INTEGER NOT NULL DEFAULT 0"))
+        .join(", ")
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::codec::{EVENT_COLUMNS, bind_event, event_placeholders, read_event};
+use super::codec::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, bind_event, event_placeholders, read_event};
 use super::{EmbeddedStore, SqliteFile};
 use crate::group::Sink;
 use crate::record::Claim;
@@ -42,12 +42,14 @@ impl Sink for SqliteFile {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO \"{}\" ({EVENT_COLUMNS}) VALUES ({})",
+                "INSERT INTO \"{}\" ({EVENT_COLUMNS}, continues) VALUES ({}, ?{})",
                 self.queue,
-                event_placeholders()
+                event_placeholders(),
+                EVENT_COLUMN_COUNT + 1
             ))?;
             for e in events {
                 bind_event(&mut insert, e)?;
+                insert.raw_bind_parameter(EVENT_COLUMN_COUNT + 1, &e.continues)?;
                 insert.raw_execute()?;
             }
         }
@@ -87,7 +89,8 @@ impl EmbeddedStore {
                 let mut claims = lock(&claims);
                 let now = Instant::now();
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT seq, {EVENT_COLUMNS} FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2
+                    "SELECT seq, {EVENT_COLUMNS}, continues FROM q.\"{queue}\"
+                     WHERE seq BETWEEN ?1 AND ?2
                      ORDER BY seq LIMIT ?3"
                 ))?;
                 let rows = loop {
@@ -104,7 +107,9 @@ impl EmbeddedStore {
                     };
                     let rows = stmt
                         .query_map(params![first, last, limit], |row| {
-                            Ok((row.get::<_, i64>(0)?, read_event(row, 1)))
+                            let continues = row.get(1 + EVENT_COLUMN_COUNT)?;
+                            let event = read_event(row, 1).map(|e| QueuedEvent { continues, ..e });
+                            Ok((row.get::<_, i64>(0)?, event))
                         })?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
                     // An expired claim whose rows are all moved is just dropped.
@@ -128,7 +133,7 @@ impl EmbeddedStore {
         }
         Ok(ClaimedBatch {
             more_waiting: events.len() >= max,
-            events,
+            events: events.into(),
             claim: Claim::Embedded(EmbeddedClaim { token }),
         })
     }

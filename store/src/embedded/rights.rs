@@ -14,35 +14,56 @@ use super::queue::count_queued;
 use crate::{Result, millis};
 
 impl EmbeddedStore {
-    /// Deletes `user_id`'s events of `site_id`, queued and stored; answers how many.
+    /// Deletes `user_id`'s events of `site_id`, queued and stored, and their visit
+    /// state; answers how many events.
     pub(crate) async fn erase_user(&self, site_id: &str, user_id: &str) -> Result<u64> {
         let (site, user) = (site_id.to_owned(), user_id.to_owned());
-        let queued = self
+        // The queue is bounded by backpressure, so the ids of its rows fit in memory.
+        let queued: Vec<String> = self
             .queue_writer
             .run(move |file| {
                 let tx = file.conn.transaction()?;
-                let n = tx.execute(
-                    &format!(
-                        "DELETE FROM \"{}\" WHERE site_id = ?1 AND user_id = ?2",
+                let ids = tx
+                    .prepare(&format!(
+                        "DELETE FROM \"{}\" WHERE site_id = ?1 AND user_id = ?2
+                         RETURNING event_id",
                         file.queue
-                    ),
-                    params![site, user],
-                )?;
-                count_queued(&tx, &file.queue, -(n as i64))?;
+                    ))?
+                    .query_map(params![site, user], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                count_queued(&tx, &file.queue, -(ids.len() as i64))?;
                 tx.commit()?;
-                Ok(n as u64)
+                Ok(ids)
             })
             .await?;
         let (site, user) = (site_id.to_owned(), user_id.to_owned());
+        let queued_count = queued.len() as u64;
         let stored = self
             .write(move |conn, _| {
-                Ok(conn.execute(
+                let tx = conn.transaction()?;
+                // A moved event stays queued until its batch is finished: count it once.
+                let mut both = 0;
+                {
+                    let mut stored = tx.prepare_cached(
+                        "SELECT 1 FROM events WHERE event_id = ?1 AND site_id = ?2",
+                    )?;
+                    for id in &queued {
+                        both += u64::from(stored.exists(params![id, site])?);
+                    }
+                }
+                let n = tx.execute(
                     "DELETE FROM events WHERE site_id = ?1 AND user_id = ?2",
                     params![site, user],
-                )? as u64)
+                )? as u64;
+                tx.execute(
+                    "DELETE FROM visits WHERE site_id = ?1 AND user_id = ?2",
+                    params![site, user],
+                )?;
+                tx.commit()?;
+                Ok(n.saturating_sub(both))
             })
             .await?;
-        Ok(queued + stored)
+        Ok(queued_count + stored)
     }
 
     /// Deletes up to `limit` raw events older than `before`, site by site; answers how
@@ -66,6 +87,14 @@ impl EmbeddedStore {
                 deleted += delete.execute(params![site, millis(before), left as i64])?;
             }
             Ok(deleted as u64)
+        })
+        .await
+    }
+
+    /// Deletes the visit states of visitors not seen since `before` (epoch ms).
+    pub(crate) async fn forget_visits(&self, before: i64) -> Result<u64> {
+        self.write(move |conn, _| {
+            Ok(conn.execute("DELETE FROM visits WHERE last < ?1", [before])? as u64)
         })
         .await
     }

@@ -12,8 +12,8 @@ use super::codec::{EVENT_COLUMNS, read_event, sql_id};
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
-use crate::rollup::{PATH, Rollup};
-use crate::stats::Part;
+use crate::rollup::{BucketRead, EXTRA_NAMES, Rollup, StoredBucket};
+use crate::stats::{Part, merged};
 use crate::{EventsPage, QueuedEvent, Result, millis};
 
 impl EmbeddedStore {
@@ -31,14 +31,14 @@ impl EmbeddedStore {
                         from,
                         to,
                     } => {
-                        let filter = (
-                            range.site_id.as_str(),
-                            granularity.code(),
+                        let read = BucketRead::for_stats(
+                            &range.site_id,
+                            granularity,
+                            from,
+                            to,
                             event_type,
-                            from.unwrap_or(i64::MIN),
-                            to.unwrap_or(i64::MAX),
                         );
-                        read_buckets(&tx, filter).map(Part::Buckets)
+                        Ok(Part::Buckets(merged(read_buckets(&tx, &read)?)))
                     }
                     Piece::Raw { from, to } => {
                         let mut stmt = tx.prepare_cached(
@@ -55,6 +55,16 @@ impl EmbeddedStore {
                     }
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// The buckets `read` asks for, each as stored.
+    pub(crate) async fn buckets(&self, read: &BucketRead) -> Result<Vec<StoredBucket>> {
+        let read = read.clone();
+        self.read(move |conn, _| {
+            let tx = conn.transaction()?;
+            read_buckets(&tx, &read)
         })
         .await
     }
@@ -119,40 +129,61 @@ impl EmbeddedStore {
     }
 }
 
-/// The buckets of one site, granularity and type whose start is in `[from, to)`, merged
-/// (with their top paths, the one dimension `/stats` reads).
-fn read_buckets(
-    tx: &Transaction<'_>,
-    (site_id, granularity, event_type, from, to): (&str, &str, &str, i64, i64),
-) -> Result<Rollup> {
-    let args = params![site_id, granularity, event_type, from, to];
-    let bucket_filter = "site_id = ?1 AND granularity = ?2 AND event_type = ?3
-                         AND start >= ?4 AND start < ?5";
-    let mut total = Rollup::default();
+/// The buckets `read` asks for, each as stored.
+pub(super) fn read_buckets(tx: &Transaction<'_>, read: &BucketRead) -> Result<Vec<StoredBucket>> {
+    let range = (read.from.unwrap_or(i64::MIN), read.to.unwrap_or(i64::MAX));
+    let filter = "site_id = ?1 AND granularity = ?2 AND start >= ?3 AND start < ?4";
+    let users = if read.users { "users" } else { "NULL" };
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT count, users FROM rollups WHERE {bucket_filter}"
+        "SELECT event_type, start, count, {users}, {} FROM rollups WHERE {filter}",
+        EXTRA_NAMES.join(", ")
     ))?;
+    let args = params![read.site_id, read.granularity.code(), range.0, range.1];
     let mut rows = stmt.query(args)?;
+    let mut buckets = Vec::new();
+    let mut at: HashMap<(String, i64), usize> = HashMap::new();
     while let Some(row) = rows.next()? {
-        total.count += u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-        total
-            .users
-            .merge(&Sketch::from_bytes(&row.get::<_, Vec<u8>>(1)?)?);
+        let event_type: String = row.get(0)?;
+        if !read.types.wants(&event_type) {
+            continue;
+        }
+        let start: i64 = row.get(1)?;
+        let mut rollup = Rollup {
+            count: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            ..Rollup::default()
+        };
+        if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(3)? {
+            rollup.users = Sketch::from_bytes(&bytes)?;
+        }
+        for (i, x) in rollup.extra.iter_mut().enumerate() {
+            *x = row.get(4 + i)?;
+        }
+        at.insert((event_type.clone(), start), buckets.len());
+        buckets.push(StoredBucket {
+            event_type,
+            start,
+            rollup,
+        });
     }
+    let Some(dim) = read.dim else {
+        return Ok(buckets);
+    };
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT summary FROM rollup_dims WHERE {bucket_filter} AND dim = ?6"
+        "SELECT event_type, start, summary FROM rollup_dims WHERE {filter} AND dim = ?5"
     ))?;
     let mut rows = stmt.query(params![
-        site_id,
-        granularity,
-        event_type,
-        from,
-        to,
-        PATH.name
+        read.site_id,
+        read.granularity.code(),
+        range.0,
+        range.1,
+        dim
     ])?;
-    let paths = total.dims.entry(PATH.name).or_default();
     while let Some(row) = rows.next()? {
-        paths.merge_unbounded(&TopK::from_bytes(&row.get::<_, Vec<u8>>(0)?)?);
+        let key: (String, i64) = (row.get(0)?, row.get(1)?);
+        if let Some(i) = at.get(&key) {
+            let summary = TopK::from_bytes(&row.get::<_, Vec<u8>>(2)?)?;
+            buckets[*i].rollup.dims.insert(dim, summary);
+        }
     }
-    Ok(total)
+    Ok(buckets)
 }

@@ -262,7 +262,7 @@ impl MongoStore {
 
 fn claimed(claim: MongoClaim, events: Vec<QueuedEvent>, more_waiting: bool) -> ClaimedBatch {
     ClaimedBatch {
-        events,
+        events: events.into(),
         more_waiting,
         claim: Claim::Mongo(claim),
     }

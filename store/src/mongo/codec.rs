@@ -118,6 +118,10 @@ pub(super) fn only_duplicate_keys(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The queue-only field of a cookieless visitor's id of the day before.
+pub(super) const CONTINUES: &str = "continues";
+
+/// An event as the queue holds it; `events` holds the same without [`CONTINUES`].
 pub(super) fn to_queue_doc(e: &QueuedEvent) -> Document {
     let mut d = doc! {
         "_id": e.event_id.to_string(),
@@ -133,6 +137,9 @@ pub(super) fn to_queue_doc(e: &QueuedEvent) -> Document {
         if let Some(value) = value {
             d.insert(*name, value);
         }
+    }
+    if let Some(previous) = &e.continues {
+        d.insert(CONTINUES, previous);
     }
     if let Some(props) = &e.props {
         // As JSON text, not a BSON document: MongoDB reads documents as Extended JSON,
@@ -172,5 +179,6 @@ pub(super) fn from_doc(d: &Document) -> Result<QueuedEvent> {
             .transpose()
             .map_err(|e| corrupt(&format!("props as JSON ({e})")))?,
         context: Context::from_values(|i| opt_str(Context::FIELDS[i])),
+        continues: opt_str(CONTINUES),
     })
 }

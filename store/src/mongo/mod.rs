@@ -21,7 +21,14 @@
 //!    events that belong to this batch to their rollup buckets. Each bucket update is one
 //!    compare-and-set on the bucket's version, which also records the batch id in
 //!    `applied`, so a batch is added to a bucket at most once;
-//! 3. delete the batch's events from the queue, then its members and itself.
+//! 3. save the visitors' visit states, marked with the batch;
+//! 4. delete the batch's events from the queue, then its members and itself.
+//!
+//! Visits need each visitor's state as the last batch left it, so a move first locks
+//! its visitors' states (`visits`): no other batch changes them until it saves them
+//! (step 3), and the visit changes it works out from them are the same however often it
+//! is retried. A state already marked with the batch was saved by an earlier attempt,
+//! after every bucket had the batch: that visitor is done.
 //!
 //! A worker killed anywhere loses nothing and counts nothing twice: the next owner redoes
 //! the steps, and each finds its work done. A worker checks its lease in the database
@@ -37,7 +44,8 @@
 //! - `queue`: enqueueing (the group-commit sink) and how full the queue is; `desk`
 //!   records held batches ahead of need;
 //! - `claim`: claims, leases and taking over a stopped worker's batch;
-//! - `moves`: the three steps above, and dead letters;
+//! - `moves`: the steps above, and dead letters;
+//! - `visits`: locking, reading and saving visitors' visit states;
 //! - `rollups`: the compare-and-set of one bucket;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
 //! - `salts`: the cookieless daily salts and the install's secret;
@@ -56,6 +64,7 @@ mod rollups;
 mod salts;
 mod sites;
 mod stats;
+mod visits;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +90,7 @@ const META: &str = "meta";
 const SITES: &str = "sites";
 const API_KEYS: &str = "api_keys";
 const ERASURES: &str = "erasures";
+const VISIT_STATES: &str = "visit_states";
 
 /// A MongoDB database holding the queue and `events`.
 #[derive(Debug, Clone)]
@@ -98,6 +108,8 @@ pub struct MongoStore {
     api_keys: Collection<Document>,
     /// Users erased lately, whose events a move must drop (see `rights`).
     erasures: Collection<Document>,
+    /// Each visitor's visit so far, and which batch holds it (see `visits`).
+    visit_states: Collection<Document>,
     /// The keys of user and value hashes, read from `meta` when the store gets ready.
     keys: Arc<OnceLock<Keys>>,
     /// Value ids known to be in the dictionary, so that a move need not ask. Cleared

@@ -1,7 +1,9 @@
 //! Moving a claimed batch: the three idempotent steps of the module doc, with dead
 //! letters and the values dictionary.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use futures::future::try_join_all;
@@ -10,12 +12,14 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use super::MongoStore;
 use super::claim::{MongoClaim, labels};
 use super::codec::{
-    DUPLICATE_KEY, bson_id, duplicate_indexes, id_of, only_duplicate_keys, refused_documents,
-    to_queue_doc,
+    CONTINUES, DUPLICATE_KEY, bson_id, duplicate_indexes, id_of, only_duplicate_keys,
+    refused_documents, to_queue_doc,
 };
 use crate::record::Claim;
+use crate::rollup::visits::{Visitor, add_visits, continuations, visitors_of};
 use crate::rollup::{self, BucketKey, Rollup};
-use crate::{ClaimedBatch, MoveOutcome, Result, StoreError};
+use crate::{ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreError};
+use uuid::Uuid;
 
 /// How many of its own finished batches a process remembers, so that it can drop their
 /// `applied` entries without asking the database.
@@ -24,9 +28,12 @@ const REMEMBERED_FINISHED: usize = 1024;
 const ROLLUPS_AT_ONCE: usize = 8;
 /// Most value ids a process remembers as being in the dictionary.
 const KNOWN_VALUES: usize = 100_000;
+/// The first wait for visitors another batch holds; it doubles up to 16 times this.
+const LOCK_PAUSE: Duration = Duration::from_millis(10);
 
 impl MongoStore {
-    /// Inserts the events, adds this batch's to the rollups, deletes the batch.
+    /// Locks the batch's visitors, inserts the events, adds this batch's to the
+    /// rollups, saves the visitors' states, deletes the batch.
     pub(crate) async fn move_batch(&self, batch: &ClaimedBatch) -> Result<MoveOutcome> {
         self.check_ready()?;
         let keys = self.hash_keys()?;
@@ -45,11 +52,32 @@ impl MongoStore {
                 .collect()
         };
         let kept: Vec<usize> = (0..batch.len()).filter(|i| !erased.contains(i)).collect();
+        let visitors = visitors_of(kept.iter().map(|i| &batch.events[*i]));
+        let Some(mut locked) = self.lock_visitors_patiently(&visitors, claim).await? else {
+            return Err(StoreError::Unavailable(
+                "the batch's visitors are held by other batches; trying again".to_owned(),
+            ));
+        };
+        let rewrites: HashMap<Uuid, String> = continuations(&batch.events, &locked.states)
+            .into_iter()
+            .collect();
+        let events: Vec<Cow<'_, QueuedEvent>> = batch
+            .events
+            .iter()
+            .map(|e| match rewrites.get(&e.event_id) {
+                Some(user) => Cow::Owned(QueuedEvent {
+                    user_id: Some(user.clone()),
+                    ..e.clone()
+                }),
+                None => Cow::Borrowed(e),
+            })
+            .collect();
         let processed_at = BsonDateTime::now();
         let docs: Vec<Document> = kept
             .iter()
             .map(|i| {
-                let mut d = to_queue_doc(&batch.events[*i]);
+                let mut d = to_queue_doc(&events[*i]);
+                d.remove(CONTINUES);
                 d.insert("batch", &claim.batch);
                 d.insert("processed_at", processed_at);
                 d
@@ -75,15 +103,23 @@ impl MongoStore {
             dead_lettered: dead.len(),
         };
         self.dead_letter(batch, &claim.batch, &dead).await?;
-        let contribution = rollup::rollups_of(
-            &keys,
-            batch
-                .events
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| ours.contains(i))
-                .map(|(_, e)| rollup::Counted::from(e)),
-        );
+        let counted: Vec<&QueuedEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ours.contains(i))
+            .map(|(_, e)| e.as_ref())
+            .collect();
+        let mut contribution = rollup::rollups_of(&keys, counted.iter().copied());
+        // Visitors an earlier attempt saved are done: their buckets have the batch.
+        let following: Vec<&QueuedEvent> = counted
+            .iter()
+            .copied()
+            .filter(|e| match &e.user_id {
+                Some(user) => !locked.done.contains(&(e.site_id.clone(), user.clone())),
+                None => true,
+            })
+            .collect();
+        add_visits(&keys, &following, &mut locked.states, &mut contribution);
         self.record_values(&contribution.values).await?;
         // Checked in the database, not only by the clock: a batch moved already (by a
         // retry, or by a worker whose lease ran out) must not be added again.
@@ -107,11 +143,37 @@ impl MongoStore {
                 return Ok(outcome);
             }
         }
+        let saved = visitors_of(following.iter().copied());
+        self.save_visitors(&saved, &locked.states, &visitors, &claim.batch)
+            .await?;
         self.queue
             .delete_many(doc! { "batch": labels(&claim.batch, &claim.members) })
             .await?;
         self.finish(claim).await?;
         Ok(outcome)
+    }
+
+    /// Locks the batch's visitors, waiting a little for other batches to let go of
+    /// theirs, at most while the claim's lease lasts.
+    async fn lock_visitors_patiently(
+        &self,
+        visitors: &[Visitor],
+        claim: &MongoClaim,
+    ) -> Result<Option<super::visits::Locked>> {
+        let mut pause = LOCK_PAUSE;
+        loop {
+            if let Some(locked) = self
+                .lock_visitors(visitors, &claim.batch, self.claim_lease)
+                .await?
+            {
+                return Ok(Some(locked));
+            }
+            if Instant::now() + pause >= claim.lease_ends {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LOCK_PAUSE * 16);
+        }
     }
 
     /// Sorts the documents `events` refused: a duplicate of an id stored already is a

@@ -14,7 +14,7 @@ use super::queue::QueueSink;
 use super::salts::first_stored;
 use super::{
     API_KEYS, BATCHES, DEAD_LETTERS, ERASURES, EVENTS, META, MongoStore, ROLLUPS, SALTS, SITES,
-    VALUES,
+    VALUES, VISIT_STATES,
 };
 use crate::group::Writer;
 use crate::rollup::hash::{self, Keys};
@@ -66,6 +66,7 @@ impl MongoStore {
             sites: db.collection(SITES),
             api_keys: db.collection(API_KEYS),
             erasures: db.collection(ERASURES),
+            visit_states: db.collection(VISIT_STATES),
             keys: Arc::default(),
             known_values: Arc::default(),
             description: format!(
@@ -102,6 +103,7 @@ impl MongoStore {
             self.sites.name(),
             self.api_keys.name(),
             self.erasures.name(),
+            self.visit_states.name(),
         ] {
             match database.create_collection(name).await {
                 Ok(()) => {}
@@ -121,6 +123,7 @@ impl MongoStore {
             ),
             (&self.batches, doc! { "until": 1 }),
             (&self.api_keys, doc! { "site_id": 1 }),
+            (&self.visit_states, doc! { "last": 1 }),
         ];
         for (collection, keys) in indexes {
             collection

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
 use super::codec::bson_time;
@@ -33,7 +33,8 @@ impl Erasure {
 }
 
 impl MongoStore {
-    /// Deletes `user_id`'s events of `site_id`, queued and stored; answers how many.
+    /// Deletes `user_id`'s events of `site_id`, queued and stored, and their visit
+    /// state; answers how many events.
     pub(crate) async fn erase_user(&self, site_id: &str, user_id: &str) -> Result<u64> {
         self.check_ready()?;
         self.erasures
@@ -46,9 +47,42 @@ impl MongoStore {
             .upsert(true)
             .await?;
         let filter = doc! { "site_id": site_id, "user_id": user_id };
-        let queued = self.queue.delete_many(filter.clone()).await?.deleted_count;
-        let stored = self.events.delete_many(filter).await?.deleted_count;
-        Ok(queued + stored)
+        // A moved event stays queued until its batch is finished: count it with the
+        // stored ones, not twice. The queue is bounded by backpressure, so the user's
+        // queued ids fit in memory.
+        let queued_ids: Vec<Bson> = self
+            .queue
+            .find(filter.clone())
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        let mut erased = 0;
+        for ids in queued_ids.chunks(1000) {
+            let stored: Vec<Bson> = self
+                .events
+                .find(doc! { "_id": { "$in": ids } })
+                .projection(doc! { "_id": 1 })
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await?
+                .into_iter()
+                .filter_map(|d| d.get("_id").cloned())
+                .collect();
+            let only_queued = doc! { "_id": { "$in": ids, "$nin": &stored } };
+            erased += self.queue.delete_many(only_queued).await?.deleted_count;
+            self.queue
+                .delete_many(doc! { "_id": { "$in": stored } })
+                .await?;
+        }
+        // Any queued since the ids were read.
+        let left = self.queue.delete_many(filter.clone()).await?.deleted_count;
+        let stored = self.events.delete_many(filter.clone()).await?.deleted_count;
+        self.visit_states.delete_many(filter).await?;
+        Ok(erased + left + stored)
     }
 
     /// The erasures in force.
@@ -128,6 +162,23 @@ impl MongoStore {
             }
         }
         Ok(deleted)
+    }
+
+    /// Deletes the visit states of visitors not seen since `before` (epoch ms), but for
+    /// those a move holds.
+    pub(crate) async fn forget_visits(&self, before: i64) -> Result<u64> {
+        self.check_ready()?;
+        let old = BsonDateTime::from_millis(before);
+        Ok(self
+            .visit_states
+            .delete_many(doc! {
+                "$and": [
+                    { "$or": [{ "last": { "$lt": before } }, { "last": { "$exists": false } }] },
+                    { "$or": [{ "lock": { "$exists": false } }, { "until": { "$lt": old } }] },
+                ],
+            })
+            .await?
+            .deleted_count)
     }
 
     /// Deletes the cookieless salts of days before `oldest_kept` (`YYYY-MM-DD`).

@@ -1,8 +1,8 @@
 //! Adding a batch to one rollup bucket: a compare-and-set on the bucket's version that
 //! also records the batch in `applied`, so that a batch adds to a bucket at most once.
 //!
-//! A bucket is one document: its count, its users' sketch and, under `dims`, each
-//! dimension's top values, all bounded (see `crate::rollup`), so that no bucket can
+//! A bucket is one document: its count, its side counters (by `rollup::EXTRA_NAMES`),
+//! its users' sketch and, under `dims`, each dimension's top values, all bounded (see `crate::rollup`), so that no bucket can
 //! approach MongoDB's 16 MB limit however many distinct values it sees. The worker
 //! merges the batch into what it read and writes the result back.
 
@@ -13,6 +13,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use super::MongoStore;
 use super::codec::{binary, count_bson, is_duplicate_key};
 use crate::Result;
+use crate::rollup::EXTRA_NAMES;
 use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
 use crate::rollup::{BucketKey, Rollup};
@@ -40,7 +41,7 @@ impl MongoStore {
                     .iter()
                     .map(|(name, top)| ((*name).to_owned(), Bson::from(binary(top.to_bytes()))))
                     .collect();
-                let new = doc! {
+                let mut new = doc! {
                     "_id": &id,
                     "site_id": &key.site_id,
                     "granularity": key.granularity.code(),
@@ -52,6 +53,9 @@ impl MongoStore {
                     "version": 1_i64,
                     "applied": { token: now },
                 };
+                for (name, x) in EXTRA_NAMES.iter().zip(delta.extra) {
+                    new.insert(*name, x);
+                }
                 if Instant::now() >= lease_ends {
                     return Ok(false);
                 }
@@ -80,7 +84,12 @@ impl MongoStore {
                     .map_or(&[][..], Vec::as_slice),
             )?;
             users.merge(&delta.users);
-            let inc = doc! { "count": count_bson(delta.count), "version": 1_i64 };
+            let mut inc = doc! { "count": count_bson(delta.count), "version": 1_i64 };
+            for (name, x) in EXTRA_NAMES.iter().zip(delta.extra) {
+                if x != 0 {
+                    inc.insert(*name, x);
+                }
+            }
             let mut set = doc! { "users": binary(users.to_bytes()) };
             let stored_dims = stored.get_document("dims").ok();
             for (name, top) in &delta.dims {

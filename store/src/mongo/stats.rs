@@ -12,8 +12,8 @@ use super::codec::{bson_id, bson_time, count_field, from_doc, id_of};
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
-use crate::rollup::{PATH, Rollup};
-use crate::stats::Part;
+use crate::rollup::{BucketRead, BucketTypes, EXTRA_NAMES, Rollup, StoredBucket, VISIT_BUCKET};
+use crate::stats::{Part, merged};
 use crate::{EventsPage, QueuedEvent, Result};
 
 impl MongoStore {
@@ -28,22 +28,9 @@ impl MongoStore {
                     from,
                     to,
                 } => {
-                    let mut start = Document::new();
-                    if let Some(from) = from {
-                        start.insert("$gte", from);
-                    }
-                    if let Some(to) = to {
-                        start.insert("$lt", to);
-                    }
-                    let mut filter = doc! {
-                        "site_id": &range.site_id,
-                        "granularity": granularity.code(),
-                        "event_type": event_type,
-                    };
-                    if !start.is_empty() {
-                        filter.insert("start", start);
-                    }
-                    Part::Buckets(self.read_buckets(filter).await?)
+                    let read =
+                        BucketRead::for_stats(&range.site_id, granularity, from, to, event_type);
+                    Part::Buckets(merged(self.buckets(&read).await?))
                 }
                 Piece::Raw { from, to } => {
                     let mut filter = doc! {
@@ -75,31 +62,70 @@ impl MongoStore {
         Ok(parts)
     }
 
-    /// The buckets matching `filter`, merged (with their top paths, the one dimension
-    /// `/stats` reads).
-    async fn read_buckets(&self, filter: Document) -> Result<Rollup> {
-        let mut total = Rollup::default();
-        let path_field = format!("dims.{}", PATH.name);
-        let mut cursor = self
-            .rollups
-            .find(filter)
-            .projection(doc! { "count": 1, "users": 1, &path_field: 1 })
-            .await?;
-        let mut paths = TopK::default();
-        while let Some(d) = cursor.try_next().await? {
-            total.count += count_field(&d, "count");
-            let users = d.get_binary_generic("users").map_or(&[][..], Vec::as_slice);
-            total.users.merge(&Sketch::from_bytes(users)?);
-            let summary = d
-                .get_document("dims")
-                .ok()
-                .and_then(|dims| dims.get_binary_generic(PATH.name).ok());
-            if let Some(bytes) = summary {
-                paths.merge_unbounded(&TopK::from_bytes(bytes)?);
-            }
+    /// The buckets `read` asks for, each as stored.
+    pub(crate) async fn buckets(&self, read: &BucketRead) -> Result<Vec<StoredBucket>> {
+        let mut start = Document::new();
+        if let Some(from) = read.from {
+            start.insert("$gte", from);
         }
-        total.dims.insert(PATH.name, paths);
-        Ok(total)
+        if let Some(to) = read.to {
+            start.insert("$lt", to);
+        }
+        let mut filter = doc! {
+            "site_id": &read.site_id,
+            "granularity": read.granularity.code(),
+        };
+        match &read.types {
+            BucketTypes::These(types) => filter.insert("event_type", doc! { "$in": types }),
+            BucketTypes::EventTypes => {
+                filter.insert("event_type", doc! { "$nin": ["", VISIT_BUCKET] })
+            }
+        };
+        if !start.is_empty() {
+            filter.insert("start", start);
+        }
+        let mut projection = doc! { "event_type": 1, "start": 1, "count": 1 };
+        for name in EXTRA_NAMES {
+            projection.insert(name, 1);
+        }
+        if read.users {
+            projection.insert("users", 1);
+        }
+        if let Some(dim) = read.dim {
+            projection.insert(format!("dims.{dim}"), 1);
+        }
+        let mut cursor = self.rollups.find(filter).projection(projection).await?;
+        let mut buckets = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            let mut rollup = Rollup {
+                count: count_field(&d, "count"),
+                ..Rollup::default()
+            };
+            if let Ok(users) = d.get_binary_generic("users") {
+                rollup.users = Sketch::from_bytes(users)?;
+            }
+            for (x, name) in rollup.extra.iter_mut().zip(EXTRA_NAMES) {
+                *x = d
+                    .get_i64(name)
+                    .or_else(|_| d.get_i32(name).map(i64::from))
+                    .unwrap_or(0);
+            }
+            if let Some(dim) = read.dim {
+                let summary = d
+                    .get_document("dims")
+                    .ok()
+                    .and_then(|dims| dims.get_binary_generic(dim).ok());
+                if let Some(bytes) = summary {
+                    rollup.dims.insert(dim, TopK::from_bytes(bytes)?);
+                }
+            }
+            buckets.push(StoredBucket {
+                event_type: d.get_str("event_type").unwrap_or_default().to_owned(),
+                start: d.get_i64("start").unwrap_or_default(),
+                rollup,
+            });
+        }
+        Ok(buckets)
     }
 
     /// The texts of value ids, from the dictionary.

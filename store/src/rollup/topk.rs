@@ -17,22 +17,60 @@
 //!   Any value whose true count exceeds `error` is in the summary.
 //!
 //! Merging summaries keeps the bound (the errors add up, as the events do).
+//!
+//! Each value also carries side counters ([`Counters`]): its visitors, and for visit
+//! dimensions its bounces, time and page views. They are exact while the value has
+//! never been dropped; a value dropped and counted again starts them afresh, like its
+//! count.
 
 use std::collections::HashMap;
 
+use super::bytes::{Reader, put_varint, unzigzag, zigzag};
 use crate::{Result, StoreError};
 
 /// Most counters a summary keeps.
 pub const CAPACITY: usize = 1024;
-/// The stored form's first byte.
-const VERSION: u8 = 1;
-/// Bytes per stored counter: id and count.
-const ENTRY_BYTES: usize = 16;
+/// The stored form's first byte: 2 with side counters, 1 without (still read).
+const VERSION: u8 = 2;
+const VERSION_COUNTS_ONLY: u8 = 1;
+/// Bytes per counter in the old form: id and count.
+const ENTRY_BYTES_V1: usize = 16;
+/// Side counters kept beside each value's count.
+pub const EXTRAS: usize = 5;
 
-/// Counts of value ids, bounded (see the module doc).
+/// A value's counters: the count the summary ranks and bounds by, and side counters
+/// that ride along (visitors, bounces, durations, page views: see `rollup`). Side
+/// counters may go down (a visit that stops being a bounce), the count never does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// What the summary ranks by: events, or visits.
+    pub count: u64,
+    /// The side counters, by index (`rollup::VISITORS`…).
+    pub extra: [i64; EXTRAS],
+}
+
+impl Counters {
+    /// Just a count.
+    pub fn count(n: u64) -> Self {
+        Self {
+            count: n,
+            extra: [0; EXTRAS],
+        }
+    }
+
+    /// Adds `other`'s counters.
+    pub fn add(&mut self, other: &Counters) {
+        self.count += other.count;
+        for (mine, theirs) in self.extra.iter_mut().zip(other.extra) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Counters of value ids, bounded (see the module doc).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopK {
-    counts: HashMap<u64, u64>,
+    counts: HashMap<u64, Counters>,
     /// How far below the truth any count may be.
     error: u64,
 }
@@ -40,6 +78,16 @@ pub struct TopK {
 impl TopK {
     /// Exact counts, such as one batch's; shrunk if there are too many.
     pub fn from_counts(counts: HashMap<u64, u64>) -> Self {
+        Self::from_counters(
+            counts
+                .into_iter()
+                .map(|(id, n)| (id, Counters::count(n)))
+                .collect(),
+        )
+    }
+
+    /// Exact counters, such as one batch's; shrunk if there are too many.
+    pub fn from_counters(counts: HashMap<u64, Counters>) -> Self {
         let mut top = Self { counts, error: 0 };
         top.shrink(CAPACITY);
         top
@@ -48,13 +96,27 @@ impl TopK {
     /// Adds `n` to the value `id`, without shrinking: for counting raw events into a
     /// range's summary, which is read once and dropped.
     pub fn add_exact(&mut self, id: u64, n: u64) {
-        *self.counts.entry(id).or_default() += n;
+        self.counts.entry(id).or_default().count += n;
+    }
+
+    /// Adds counters to the value `id`, without shrinking: for building one batch's
+    /// contribution.
+    pub fn add(&mut self, id: u64, counters: &Counters) {
+        self.counts.entry(id).or_default().add(counters);
     }
 
     /// Adds another summary and shrinks back to [`CAPACITY`]: what a bucket does with
-    /// a batch.
+    /// a batch. Side counters of a value the bucket no longer holds, with no count of
+    /// their own, are dropped: there is nothing left for them to adjust.
     pub fn merge(&mut self, other: &TopK) {
-        self.merge_unbounded(other);
+        self.counts.reserve(other.counts.len());
+        for (id, c) in &other.counts {
+            if c.count == 0 && !self.counts.contains_key(id) {
+                continue;
+            }
+            self.counts.entry(*id).or_default().add(c);
+        }
+        self.error += other.error;
         self.shrink(CAPACITY);
     }
 
@@ -67,8 +129,8 @@ impl TopK {
             return;
         }
         self.counts.reserve(other.counts.len());
-        for (id, n) in &other.counts {
-            *self.counts.entry(*id).or_default() += n;
+        for (id, c) in &other.counts {
+            self.counts.entry(*id).or_default().add(c);
         }
         self.error += other.error;
     }
@@ -85,11 +147,17 @@ impl TopK {
         self.counts.len()
     }
 
-    /// The counters, largest first, ties by id.
+    /// The counts, largest first, ties by id.
     pub fn ranked(&self) -> Vec<(u64, u64)> {
-        let mut ranked: Vec<(u64, u64)> = self.counts.iter().map(|(id, n)| (*id, *n)).collect();
+        let mut ranked: Vec<(u64, u64)> =
+            self.counts.iter().map(|(id, c)| (*id, c.count)).collect();
         ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked
+    }
+
+    /// Every value's counters, in no particular order.
+    pub fn counters(&self) -> impl Iterator<Item = (u64, &Counters)> {
+        self.counts.iter().map(|(id, c)| (*id, c))
     }
 
     /// Keeps at most `capacity` counters (see the module doc).
@@ -97,55 +165,88 @@ impl TopK {
         if self.counts.len() <= capacity {
             return;
         }
-        let mut values: Vec<u64> = self.counts.values().copied().collect();
+        let mut values: Vec<u64> = self.counts.values().map(|c| c.count).collect();
         // The (capacity+1)-th largest count: every counter loses that much.
         let (_, cut, _) = values.select_nth_unstable_by(capacity, |a, b| b.cmp(a));
         let cut = *cut;
-        self.counts.retain(|_, n| {
-            *n = n.saturating_sub(cut);
-            *n > 0
+        self.counts.retain(|_, c| {
+            c.count = c.count.saturating_sub(cut);
+            c.count > 0
         });
         self.error += cut;
     }
 
-    /// The stored form: a version byte, the error, then (id, count) pairs sorted by id,
-    /// all little-endian.
+    /// The stored form: the version byte, the error, then for each value by id its id
+    /// (8 bytes, little-endian: ids are hashes, which do not compress), its count, a
+    /// byte saying which side counters are not zero, and those, zigzagged. Counts and
+    /// side counters are LEB128 varints: most are small.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut entries: Vec<(u64, u64)> = self.counts.iter().map(|(i, n)| (*i, *n)).collect();
-        entries.sort_unstable();
-        let mut out = Vec::with_capacity(9 + ENTRY_BYTES * entries.len());
+        let mut entries: Vec<(u64, &Counters)> = self.counters().collect();
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        let mut out = Vec::with_capacity(10 + 12 * entries.len());
         out.push(VERSION);
-        out.extend_from_slice(&self.error.to_le_bytes());
-        for (id, n) in entries {
+        put_varint(&mut out, self.error);
+        for (id, c) in entries {
             out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&n.to_le_bytes());
+            put_varint(&mut out, c.count);
+            let mask = c
+                .extra
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| **x != 0)
+                .fold(0u8, |m, (i, _)| m | (1 << i));
+            out.push(mask);
+            for x in c.extra.iter().filter(|x| **x != 0) {
+                put_varint(&mut out, zigzag(*x));
+            }
         }
         out
     }
 
-    /// Reads [`TopK::to_bytes`]; an empty slice is an empty summary.
+    /// Reads [`TopK::to_bytes`] (or the older form without side counters); an empty
+    /// slice is an empty summary.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.is_empty() {
             return Ok(Self::default());
         }
         let corrupt = || StoreError::Corrupt("a top-values summary is malformed".to_owned());
         let (&version, rest) = bytes.split_first().ok_or_else(corrupt)?;
-        if version != VERSION || rest.len() < 8 || (rest.len() - 8) % ENTRY_BYTES != 0 {
+        if version == VERSION_COUNTS_ONLY {
+            return Self::from_v1(rest).ok_or_else(corrupt);
+        }
+        if version != VERSION {
             return Err(corrupt());
         }
+        let mut r = Reader(rest);
+        let error = r.varint().ok_or_else(corrupt)?;
+        let mut counts = HashMap::new();
+        while !r.is_empty() {
+            let id = r.word().ok_or_else(corrupt)?;
+            let mut c = Counters::count(r.varint().ok_or_else(corrupt)?);
+            let mask = r.byte().ok_or_else(corrupt)?;
+            for (i, x) in c.extra.iter_mut().enumerate() {
+                if mask & (1 << i) != 0 {
+                    *x = unzigzag(r.varint().ok_or_else(corrupt)?);
+                }
+            }
+            counts.insert(id, c);
+        }
+        Ok(Self { counts, error })
+    }
+
+    fn from_v1(rest: &[u8]) -> Option<Self> {
+        if rest.len() < 8 || (rest.len() - 8) % ENTRY_BYTES_V1 != 0 {
+            return None;
+        }
         let (error, entries) = rest.split_at(8);
-        let word = |b: &[u8]| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            u64::from_le_bytes(w)
-        };
-        Ok(Self {
-            error: word(error),
-            counts: entries
-                .chunks_exact(ENTRY_BYTES)
-                .map(|e| (word(&e[..8]), word(&e[8..])))
-                .collect(),
-        })
+        let mut r = Reader(error);
+        let error = r.word()?;
+        let mut counts = HashMap::new();
+        for e in entries.chunks_exact(ENTRY_BYTES_V1) {
+            let mut r = Reader(e);
+            counts.insert(r.word()?, Counters::count(r.word()?));
+        }
+        Some(Self { counts, error })
     }
 }
 
@@ -172,6 +273,47 @@ mod tests {
         assert_eq!(top.ranked(), vec![(3, 4), (2, 2), (1, 1), (4, 1)]);
         assert_eq!(TopK::from_bytes(&top.to_bytes()).unwrap(), top);
         assert!(TopK::from_bytes(&[VERSION, 1, 2]).is_err());
+        assert!(TopK::from_bytes(&[VERSION_COUNTS_ONLY, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn side_counters_ride_along_round_trip_and_read_the_old_form() {
+        let mut top = TopK::default();
+        let side = Counters {
+            count: 3,
+            extra: [2, -1, 1 << 40, 0, 3],
+        };
+        top.add(7, &side);
+        top.add(u64::MAX, &Counters::count(1));
+        assert_eq!(TopK::from_bytes(&top.to_bytes()).unwrap(), top);
+        // A side counter alone adjusts a value the bucket holds, and creates none.
+        let mut bucket = top.clone();
+        let mut delta = TopK::default();
+        delta.add(
+            7,
+            &Counters {
+                count: 0,
+                extra: [0, 1, 0, 0, 0],
+            },
+        );
+        delta.add(
+            8,
+            &Counters {
+                count: 0,
+                extra: [0, 1, 0, 0, 0],
+            },
+        );
+        bucket.merge(&delta);
+        let sevens: Vec<_> = bucket.counters().filter(|(id, _)| *id == 7).collect();
+        assert_eq!(sevens[0].1.extra, [2, 0, 1 << 40, 0, 3]);
+        assert_eq!(bucket.len(), 2);
+        // The form before side counters: id and count, 16 bytes each.
+        let mut old = vec![VERSION_COUNTS_ONLY];
+        old.extend_from_slice(&5u64.to_le_bytes());
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.extend_from_slice(&4u64.to_le_bytes());
+        let read = TopK::from_bytes(&old).unwrap();
+        assert_eq!((read.error(), read.ranked()), (5, vec![(9, 4)]));
     }
 
     /// Many batches of a skewed stream, merged into day summaries, merged again into a

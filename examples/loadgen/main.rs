@@ -7,6 +7,7 @@
 //! cargo run --release --example loadgen -- --mode freshness --probes 50
 //! cargo run --release --example loadgen -- --mode seed --events 10000000 --days 30
 //! cargo run --release --example loadgen -- --mode stats --requests 2000
+//! cargo run --release --example loadgen -- --mode query --requests 1000 --raw-requests 5
 //! ```
 //! `--rate` caps requests per second across all connections; without it each connection
 //! sends as fast as answers come back. A progress line is printed every second.
@@ -17,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+
+mod reads;
+mod seed;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
@@ -33,6 +37,9 @@ enum Mode {
     /// `/stats` latency: `--requests` sequential queries each for all time and for the
     /// last 7 days.
     Stats,
+    /// Query API latency: the dashboard's queries `--requests` times each, filtered ones
+    /// (a raw scan) `--raw-requests` times each.
+    Query,
 }
 
 #[derive(Debug, Parser)]
@@ -92,6 +99,9 @@ struct Args {
     /// Queries per kind in stats mode.
     #[arg(long, default_value_t = 1000)]
     requests: usize,
+    /// Queries per filtered kind in query mode: each reads every raw event in its range.
+    #[arg(long, default_value_t = 5)]
+    raw_requests: usize,
 }
 
 #[derive(Default)]
@@ -122,7 +132,9 @@ fn body(args: &Args, n: u64) -> Vec<u8> {
         })
     };
     match args.mode {
-        Mode::Single | Mode::Freshness | Mode::Seed | Mode::Stats => serde_json::to_vec(&event(n)),
+        Mode::Single | Mode::Freshness | Mode::Seed | Mode::Stats | Mode::Query => {
+            serde_json::to_vec(&event(n))
+        }
         Mode::Batch => serde_json::to_vec(
             &(0..args.batch as u64)
                 .map(|i| event(n + i))
@@ -132,254 +144,25 @@ fn body(args: &Args, n: u64) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Time from an accepted event to `/stats` counting it, in microseconds.
-async fn freshness(args: &Args, http: &reqwest::Client) {
-    let base = args.url.trim_end_matches('/');
-    let mut histogram = new_histogram();
-    let mut timeouts = 0;
-    for probe in 0..args.probes {
-        let site = format!("fresh-{}", uuid::Uuid::now_v7().simple());
-        let event = serde_json::json!({"site_id": site, "event_type": "page_view", "path": "/"});
-        let accepted = http.post(format!("{base}/event")).json(&event).send().await;
-        if !accepted.is_ok_and(|r| r.status().is_success()) {
-            timeouts += 1;
-            continue;
-        }
-        let start = Instant::now();
-        let seen = loop {
-            let stats = http
-                .get(format!("{base}/stats?site_id={site}"))
-                .send()
-                .await
-                .ok()
-                .map(|r| r.json::<serde_json::Value>());
-            if let Some(body) = stats
-                && body.await.ok().and_then(|b| b["total_events"].as_u64()) == Some(1)
-            {
-                break true;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        if seen {
-            let _ = histogram.record(start.elapsed().as_micros().max(1) as u64);
-        } else {
-            timeouts += 1;
-        }
-        eprintln!(
-            "  probe {probe}: {:.1} ms",
-            start.elapsed().as_secs_f64() * 1000.0
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ms = |q: f64| quantile_ms(&histogram, q);
-    println!(
-        "freshness over {} probes: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms, {timeouts} not seen within 10 s",
-        args.probes,
-        ms(0.5),
-        ms(0.99),
-        quantile_ms(&histogram, 1.0)
-    );
-    if args.result_line {
-        println!(
-            "RESULT p50={:.1} p99={:.1} errors={timeouts}",
-            ms(0.5),
-            ms(0.99)
-        );
-    }
-}
-
-/// Seed mode: history, oldest first, as fast as the server takes it.
-async fn seed(args: &Args, http: &reqwest::Client) {
-    const BATCH: u64 = 1000;
-    let total_events = args.events;
-    let base = args.url.trim_end_matches('/').to_owned();
-    const HOUR_MS: i64 = 3_600_000;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let (end_ms, span_ms) = if args.one_hour {
-        let hour = now_ms - now_ms.rem_euclid(24 * HOUR_MS) - 24 * HOUR_MS;
-        (hour + HOUR_MS - 1, HOUR_MS - 1)
-    } else {
-        (now_ms, (args.days * 24 * 3600 * 1000) as i64)
-    };
-    let distinct_from = args.distinct_from;
-    let next = Arc::new(AtomicU64::new(0));
-    let queued = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let max_queue = args.max_queue.unwrap_or(u64::MAX);
-    let senders: Vec<_> = (0..args.connections)
-        .map(|_| {
-            let (next, http, base) = (Arc::clone(&next), http.clone(), base.clone());
-            let queued = Arc::clone(&queued);
-            let (total, users, paths, site) =
-                (args.events, args.users, args.paths as u64, args.site.clone());
-            tokio::spawn(async move {
-                loop {
-                    while queued.load(Ordering::Relaxed) > max_queue {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
-                    if first >= total {
-                        return;
-                    }
-                    let batch: Vec<_> = (first..(first + BATCH).min(total))
-                        .map(|i| {
-                            let at = end_ms - span_ms + (i as i128 * span_ms as i128 / total as i128) as i64;
-                            let path = match distinct_from {
-                                Some(from) => format!("/d/{}", from + i),
-                                None => format!("/page/{}", (i * 7919) % paths),
-                            };
-                            serde_json::json!({
-                                "site_id": site,
-                                "event_type": if i.is_multiple_of(5) { "click" } else { "page_view" },
-                                "path": path,
-                                "user_id": format!("user{}", (i * 104_729) % users),
-                                "timestamp": at,
-                                "event_id": uuid::Uuid::now_v7(),
-                            })
-                        })
-                        .collect();
-                    loop {
-                        let sent = http.post(format!("{base}/events")).json(&batch).send().await;
-                        if sent.is_ok_and(|r| r.status().is_success()) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    let progress = {
-        let (http, base, queued) = (http.clone(), base.clone(), Arc::clone(&queued));
-        tokio::spawn(async move {
-            let mut ticks = 0u64;
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Some(depth) = queue_depth(&http, &base).await {
-                    queued.store(depth, Ordering::Relaxed);
-                }
-                ticks += 1;
-                if ticks.is_multiple_of(10) {
-                    eprintln!(
-                        "  {:>5.0}s  {} events sent, {} queued",
-                        started.elapsed().as_secs_f64(),
-                        next.load(Ordering::Relaxed).min(total_events),
-                        queued.load(Ordering::Relaxed)
-                    );
-                }
-            }
-        })
-    };
-    for s in senders {
-        let _ = s.await;
-    }
-    progress.abort();
-    let sent_secs = started.elapsed().as_secs_f64();
-    println!(
-        "seeded {} events in {sent_secs:.0} s ({:.0} events/s accepted)",
-        args.events,
-        args.events as f64 / sent_secs
-    );
-    // Polled often, so that the end-to-end rate is not rounded to the poll.
-    let mut polls = 0u64;
-    loop {
-        let depth = queue_depth(http, &base).await;
-        if depth == Some(0) {
-            break;
-        }
-        if polls.is_multiple_of(50) {
-            eprintln!(
-                "  {:>5.0}s  queue depth {depth:?}",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        polls += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "all processed after {secs:.0} s ({:.0} events/s end to end)",
-        args.events as f64 / secs
-    );
-    if args.result_line {
-        println!(
-            "RESULT seeded={} accepted_eps={:.0} processed_eps={:.0}",
-            args.events,
-            args.events as f64 / sent_secs,
-            args.events as f64 / secs
-        );
-    }
-}
-
-async fn queue_depth(http: &reqwest::Client, base: &str) -> Option<u64> {
-    let health = http.get(format!("{base}/health")).send().await.ok()?;
-    health.json::<serde_json::Value>().await.ok()?["queue_depth"].as_u64()
-}
-
-/// Stats mode: one client, queries back to back.
-async fn stats_latency(args: &Args, http: &reqwest::Client) {
-    let base = args.url.trim_end_matches('/');
-    let week_ago = (chrono::Utc::now() - chrono::Duration::days(7)).format("%Y-%m-%d");
-    let kinds = [
-        ("all time", format!("{base}/stats?site_id={}", args.site)),
-        (
-            "last 7 days",
-            format!("{base}/stats?site_id={}&from={week_ago}", args.site),
-        ),
-    ];
-    let mut line = String::from("RESULT");
-    for (i, (name, url)) in kinds.iter().enumerate() {
-        let mut histogram = new_histogram();
-        let mut total = 0;
-        for _ in 0..args.requests {
-            let start = Instant::now();
-            let body = match http.get(url).send().await {
-                Ok(r) => r.json::<serde_json::Value>().await.ok(),
-                Err(_) => None,
-            };
-            let _ = histogram.record(start.elapsed().as_micros().max(1) as u64);
-            total = body.and_then(|b| b["total_events"].as_u64()).unwrap_or(0);
-        }
-        let ms = |q: f64| quantile_ms(&histogram, q);
-        println!(
-            "/stats {name} ({total} events): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms over {} queries",
-            ms(0.5),
-            ms(0.99),
-            ms(1.0),
-            args.requests
-        );
-        line.push_str(&format!(
-            " q{i}_events={total} q{i}_p50={:.2} q{i}_p99={:.2}",
-            ms(0.5),
-            ms(0.99)
-        ));
-    }
-    if args.result_line {
-        println!("{line}");
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(600)) // a raw scan of 10 million events
         .build()
         .expect("HTTP client");
     let url = match args.mode {
-        Mode::Freshness => return freshness(&args, &http).await,
-        Mode::Seed => return seed(&args, &http).await,
-        Mode::Stats => return stats_latency(&args, &http).await,
+        Mode::Freshness => return reads::freshness(&args, &http).await,
+        Mode::Seed => return seed::seed(&args, &http).await,
+        Mode::Stats => return reads::stats_latency(&args, &http).await,
+        Mode::Query => return reads::query_latency(&args, &http).await,
         Mode::Single => format!("{}/event", args.url.trim_end_matches('/')),
         Mode::Batch => format!("{}/events", args.url.trim_end_matches('/')),
     };
     let events_per_request = match args.mode {
         Mode::Batch => args.batch as u64,
-        Mode::Single | Mode::Freshness | Mode::Seed | Mode::Stats => 1,
+        Mode::Single | Mode::Freshness | Mode::Seed | Mode::Stats | Mode::Query => 1,
     };
     let totals = Arc::new(Totals::default());
     let started = Instant::now();

@@ -50,29 +50,11 @@ impl MongoStore {
         // A moved event stays queued until its batch is finished: count it with the
         // stored ones, not twice. The queue is bounded by backpressure, so the user's
         // queued ids fit in memory.
-        let queued_ids: Vec<Bson> = self
-            .queue
-            .find(filter.clone())
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .into_iter()
-            .filter_map(|d| d.get("_id").cloned())
-            .collect();
+        let queued_ids = ids(&self.queue, filter.clone()).await?;
         let mut erased = 0;
-        for ids in queued_ids.chunks(1000) {
-            let stored: Vec<Bson> = self
-                .events
-                .find(doc! { "_id": { "$in": ids } })
-                .projection(doc! { "_id": 1 })
-                .await?
-                .try_collect::<Vec<Document>>()
-                .await?
-                .into_iter()
-                .filter_map(|d| d.get("_id").cloned())
-                .collect();
-            let only_queued = doc! { "_id": { "$in": ids, "$nin": &stored } };
+        for chunk in queued_ids.chunks(1000) {
+            let stored = ids(&self.events, doc! { "_id": { "$in": chunk } }).await?;
+            let only_queued = doc! { "_id": { "$in": chunk, "$nin": &stored } };
             erased += self.queue.delete_many(only_queued).await?.deleted_count;
             self.queue
                 .delete_many(doc! { "_id": { "$in": stored } })
@@ -189,4 +171,17 @@ impl MongoStore {
             .await?;
         Ok(())
     }
+}
+
+/// The `_id`s of the documents of `collection` that `filter` matches.
+async fn ids(collection: &mongodb::Collection<Document>, filter: Document) -> Result<Vec<Bson>> {
+    Ok(collection
+        .find(filter)
+        .projection(doc! { "_id": 1 })
+        .await?
+        .try_collect::<Vec<Document>>()
+        .await?
+        .into_iter()
+        .filter_map(|d| d.get("_id").cloned())
+        .collect())
 }

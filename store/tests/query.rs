@@ -642,6 +642,15 @@ async fn bad_queries_are_refused_with_the_reason() {
             .await
             .contains("time dimension")
     );
+    // Labels for every hour of 9,000 years would take gigabytes.
+    assert!(
+        bad(json!({
+            "date_range": ["0001-01-01", "9000-12-31"],
+            "dimensions": ["time:hour"], "include": {"time_labels": true},
+        }))
+        .await
+        .contains("time labels")
+    );
     assert!(
         bad(json!({"date_range": "fortnight"}))
             .await

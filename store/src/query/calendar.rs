@@ -189,6 +189,18 @@ pub(crate) fn labels(span: Span, grain: TimeGrain, tz: Tz) -> Vec<String> {
     out
 }
 
+/// At most how many labels `labels` gives: a grain is never shorter than its shortest
+/// local length (a day of 23 hours, a month of 28 days less one).
+pub(crate) fn most_labels(span: Span, grain: TimeGrain) -> i64 {
+    let shortest = match grain {
+        TimeGrain::Hour => HOUR_MS,
+        TimeGrain::Day | TimeGrain::Auto => DAY_MS - HOUR_MS,
+        TimeGrain::Week => 7 * DAY_MS - HOUR_MS,
+        TimeGrain::Month => 28 * DAY_MS - HOUR_MS,
+    };
+    (span.to - span.from) / shortest + 2
+}
+
 /// From `t`, the time to the next local midnight (at least an hour).
 fn day_step(t: i64, tz: Tz) -> i64 {
     let Some(local) = DateTime::<Utc>::from_timestamp_millis(t).map(|t| t.with_timezone(&tz))

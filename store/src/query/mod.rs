@@ -34,6 +34,8 @@ use table::{Row, Visitors};
 
 /// Most dimensions in one query.
 const MAX_DIMENSIONS: usize = 4;
+/// Most time labels in one answer: hourly for eleven years, daily for ever.
+const MAX_TIME_LABELS: i64 = 100_000;
 
 /// Which engine answers: the fastest that can, or raw events whatever the query (for
 /// tests that hold the two against each other).
@@ -112,8 +114,19 @@ impl Plan {
             Dimension::Time(grain) => Some((i, *grain)),
             _ => None,
         });
-        if q.include.time_labels && time.is_none() {
-            return Err("include.time_labels needs a time dimension".to_owned());
+        match time {
+            None if q.include.time_labels => {
+                return Err("include.time_labels needs a time dimension".to_owned());
+            }
+            Some((_, grain))
+                if q.include.time_labels
+                    && calendar::most_labels(span, grain) > MAX_TIME_LABELS =>
+            {
+                return Err(format!(
+                    "over {MAX_TIME_LABELS} time labels: a coarser time dimension or a shorter range"
+                ));
+            }
+            _ => {}
         }
         let by_value = dimensions
             .iter()

@@ -13,6 +13,7 @@
 use beacon_protocol::TimeRange;
 use beacon_protocol::query::{Dimension, Metric, TimeGrain};
 use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
 
 use super::Plan;
 use super::calendar;
@@ -96,31 +97,30 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
         Metric::VisitDuration,
         Metric::ViewsPerVisit,
     ]);
+    // Types that share what is read of them are read at once; all reads run at once.
     let mut reads: Vec<(BucketTypes, bool, Option<&'static str>)> = Vec::new();
     match by {
         ByValue::None => {
+            let mut plain = Vec::new();
             if event_side {
-                reads.push((These(""), visitors, None));
-                reads.push((These("page_view"), false, None));
+                reads.push((These(&[""]), visitors, None));
+                plain.push("page_view");
             }
             if visit_side {
-                reads.push((These(VISIT_BUCKET), false, None));
+                plain.push(VISIT_BUCKET);
+            }
+            if !plain.is_empty() {
+                reads.push((These(&plain), false, None));
             }
         }
-        ByValue::Event(dim) => {
-            reads.push((These(""), false, Some(dim)));
-            reads.push((These("page_view"), false, Some(dim)));
-        }
+        ByValue::Event(dim) => reads.push((These(&["", "page_view"]), false, Some(dim))),
         ByValue::Name => reads.push((BucketTypes::EventTypes, visitors, None)),
-        ByValue::Visit(dim) => reads.push((These(VISIT_BUCKET), false, Some(dim))),
+        ByValue::Visit(dim) => reads.push((These(&[VISIT_BUCKET]), false, Some(dim))),
     }
-    let mut rows = Rows::new();
-    if plan.dimensions.is_empty() {
-        rows.insert(Vec::new(), Acc::default()); // an aggregate always has its row
-    }
-    for (granularity, from, to) in pieces_of(plan) {
-        for (types, users, dim) in &reads {
-            let read = BucketRead {
+    let reads: Vec<BucketRead> = pieces_of(plan)
+        .into_iter()
+        .flat_map(|(granularity, from, to)| {
+            reads.iter().map(move |(types, users, dim)| BucketRead {
                 site_id: plan.site_id.clone(),
                 granularity,
                 from: Some(from),
@@ -128,23 +128,38 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
                 types: types.clone(),
                 users: *users,
                 dim: *dim,
-            };
-            for bucket in store.buckets(&read).await? {
-                add_bucket(plan, by, &bucket, &mut rows);
+            })
+        })
+        .collect();
+    let read = try_join_all(reads.iter().map(|read| store.buckets(read))).await?;
+    let mut rows = Rows::new();
+    if plan.dimensions.is_empty() {
+        rows.insert(Vec::new(), Acc::default()); // an aggregate always has its row
+    }
+    // The all-types buckets' sketches, when read: the range's visitors.
+    let mut range_users = None;
+    for (read, buckets) in reads.iter().zip(&read) {
+        let all_types = read.users && matches!(&read.types, BucketTypes::These(t) if t == &[""]);
+        for bucket in buckets {
+            add_bucket(plan, by, bucket, &mut rows);
+            if all_types {
+                range_users
+                    .get_or_insert_with(Sketch::default)
+                    .merge(&bucket.rollup.users);
             }
         }
     }
-    let all_visitors = if wants(&[Metric::Percentage]) {
-        range_visitors(store, plan).await?
-    } else {
-        0
+    let all_visitors = match range_users {
+        _ if !wants(&[Metric::Percentage]) => 0,
+        Some(users) => users.count(),
+        None => range_visitors(store, plan).await?,
     };
     Ok((rows, all_visitors))
 }
 
 #[allow(non_snake_case)]
-fn These(t: &str) -> BucketTypes {
-    BucketTypes::These(vec![t.to_owned()])
+fn These(types: &[&str]) -> BucketTypes {
+    BucketTypes::These(types.iter().map(|t| (*t).to_owned()).collect())
 }
 
 /// The bucket ranges to read: hours throughout for hourly labels or a zone that is not
@@ -261,18 +276,21 @@ fn add_value(acc: &mut Acc, c: &Counters, visit: bool, pageviews: bool) {
 
 /// The range's distinct visitors, from the all-types buckets' sketches.
 async fn range_visitors(store: &Store, plan: &Plan) -> Result<u64> {
-    let mut users = Sketch::default();
-    for (granularity, from, to) in pieces_of(plan) {
-        let read = BucketRead {
+    let reads: Vec<BucketRead> = pieces_of(plan)
+        .into_iter()
+        .map(|(granularity, from, to)| BucketRead {
             site_id: plan.site_id.clone(),
             granularity,
             from: Some(from),
             to: Some(to),
-            types: These(""),
+            types: These(&[""]),
             users: true,
             dim: None,
-        };
-        for bucket in store.buckets(&read).await? {
+        })
+        .collect();
+    let mut users = Sketch::default();
+    for buckets in try_join_all(reads.iter().map(|read| store.buckets(read))).await? {
+        for bucket in buckets {
             users.merge(&bucket.rollup.users);
         }
     }

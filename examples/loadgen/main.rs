@@ -111,9 +111,10 @@ struct Totals {
     errors: AtomicU64,
 }
 
-/// Latencies in microseconds, from 1 µs to 60 s, 3 significant digits.
+/// Latencies in microseconds, from 1 µs to an hour (a raw query can take minutes), 3
+/// significant digits.
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A latency quantile in milliseconds.

@@ -6,6 +6,7 @@
 //!   may run inside.
 //! - [`WorkerConfig`] is `beacon-worker`'s: the polling settings and the store's.
 //! - `store` reads the store's variables into a [`beacon_store::StoreConfig`].
+//! - [`Observe`]: the log format and where metrics are served, for both.
 //! - [`process`] sets up logging and waits for shutdown signals.
 //!
 //! Every value comes from a command-line flag, else the environment, else `.env`, else
@@ -17,12 +18,14 @@
 //! store should not depend on a command-line parser.
 
 mod limits;
+mod observe;
 pub mod process;
 mod server;
 mod store;
 mod worker;
 
 pub use limits::{Limits, RateLimit};
+pub use observe::{LogFormat, Observe};
 pub use server::ServerConfig;
 pub use store::StoreArgs;
 pub use worker::WorkerConfig;

@@ -1,10 +1,18 @@
 //! What both binaries do around their work: log set-up and shutdown signals.
 
-/// Logs to stderr at `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+use crate::LogFormat;
+
+/// Logs to stderr at `RUST_LOG` (default `info`), as text or one JSON object per line.
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM, for graceful shutdown.

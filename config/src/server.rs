@@ -8,6 +8,7 @@ use clap::Parser;
 use clap::builder::BoolishValueParser;
 
 use crate::limits::{LimitArgs, Limits};
+use crate::observe::ObserveArgs;
 use crate::store::StoreArgs;
 use crate::worker::{PollingArgs, WorkerConfig};
 use crate::{Args, ConfigError};
@@ -37,7 +38,8 @@ pub struct ServerConfig {
     pub geoip_db: Option<PathBuf>,
     /// `BOT_FILTER`: leave bots' events out.
     pub bot_filter: bool,
-    /// The worker's settings (for the worker inside) and the store's.
+    /// The worker's settings (for the worker inside), the store's, and the log format
+    /// and metrics (`worker.observe`: the process has one of each).
     pub worker: WorkerConfig,
 }
 
@@ -86,6 +88,8 @@ struct ServerArgs {
     polling: PollingArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
 }
 
 /// The admin token, if set and not blank. Checked here rather than by clap, whose
@@ -133,7 +137,7 @@ impl Args for ServerArgs {
             // Blank, as in a .env template, is unset.
             geoip_db: self.geoip_db.clone().filter(|p| !p.as_os_str().is_empty()),
             bot_filter: self.bot_filter,
-            worker: self.polling.resolve(store),
+            worker: self.polling.resolve(store, self.observe.resolve()),
         })
     }
 }

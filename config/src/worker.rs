@@ -5,6 +5,7 @@ use std::time::Duration;
 use beacon_store::StoreConfig;
 use clap::Parser;
 
+use crate::observe::{Observe, ObserveArgs};
 use crate::store::StoreArgs;
 use crate::{Args, ConfigError};
 
@@ -23,6 +24,8 @@ pub struct WorkerConfig {
     pub retention: Option<Duration>,
     /// Where the queue and events live.
     pub store: StoreConfig,
+    /// Log format and metrics.
+    pub observe: Observe,
 }
 
 /// Moves queued events into the events store, in batches.
@@ -33,6 +36,8 @@ struct WorkerArgs {
     polling: PollingArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
 }
 
 /// The polling loop's settings, shared with the server's worker inside.
@@ -52,7 +57,7 @@ pub(crate) struct PollingArgs {
 }
 
 impl PollingArgs {
-    pub(crate) fn resolve(&self, store: StoreConfig) -> WorkerConfig {
+    pub(crate) fn resolve(&self, store: StoreConfig, observe: Observe) -> WorkerConfig {
         WorkerConfig {
             // At most MAX_BATCH_SIZE, checked by the parser.
             batch_size: usize::try_from(self.batch_size).unwrap_or(usize::MAX),
@@ -61,6 +66,7 @@ impl PollingArgs {
                 .retention_days
                 .map(|days| Duration::from_secs(days * 24 * 3600)),
             store,
+            observe,
         }
     }
 }
@@ -82,7 +88,9 @@ impl Args for WorkerArgs {
     const NAME: &'static str = "beacon-worker";
 
     fn resolve(&self) -> Result<WorkerConfig, clap::Error> {
-        Ok(self.polling.resolve(self.store.store_config()?))
+        Ok(self
+            .polling
+            .resolve(self.store.store_config()?, self.observe.resolve()))
     }
 }
 

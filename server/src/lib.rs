@@ -3,7 +3,8 @@
 //! - [`run`] starts everything on a bound listener until a shutdown future resolves: the
 //!   binary and the tests call it alike.
 //! - [`app`] builds the axum router: `POST /event`, `POST /events`, `GET /stats`,
-//!   `POST /api/v2/query`, the admin API, `GET /health`.
+//!   `POST /api/v2/query`, the admin API, `GET /health` (and `/health/live`,
+//!   `/health/ready`: `health`).
 //! - `routes` holds the handlers; [`error`] maps every failure to a status and a JSON
 //!   body. The settings come from `beacon-config` ([`ServerConfig`]).
 //! - `serve` accepts connections with a header timeout, a connection cap and a shutdown
@@ -26,6 +27,7 @@ mod cookieless;
 mod enrich;
 pub mod error;
 mod export;
+mod health;
 mod pressure;
 mod query;
 mod ratelimit;
@@ -173,7 +175,9 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         .merge(ingest.layer(cors))
         .merge(reads)
         .merge(sdk::routes(sdk_dir))
-        .route("/health", get(routes::health))
+        .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .fallback(routes::not_found)
         .layer(
             ServiceBuilder::new()

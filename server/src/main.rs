@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ServerConfig::load().unwrap_or_else(|e| e.exit());
-    process::init_tracing();
+    process::init_tracing(config.worker.observe.log_format);
     let addr = SocketAddr::new(config.host, config.port);
     let listener = TcpListener::bind(addr)
         .await

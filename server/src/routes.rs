@@ -18,9 +18,8 @@ use axum::response::IntoResponse;
 use beacon_protocol::batch::parse_batch;
 use beacon_protocol::limits::{MAX_BATCH_BODY_BYTES, MAX_EVENT_BODY_BYTES};
 use beacon_protocol::{BatchResponse, Event, EventResult, EventStatus, Queued, Stats, StatsQuery};
-use beacon_store::{QueuedEvent, Refusal, Store};
+use beacon_store::{QueuedEvent, Refusal};
 use chrono::Utc;
-use serde_json::json;
 use std::net::SocketAddr;
 
 use crate::AppState;
@@ -245,33 +244,6 @@ pub async fn get_stats(
         .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
     let stats = state.store.stats(&range);
     Ok(Json(with_timeout(state.limits.store_timeout, stats).await?))
-}
-
-/// `GET /health`: 200 once the store is ready (reachable, indexes created), 503
-/// otherwise. `"degraded"` rather than `"ok"` while the queue is above its high-water
-/// mark (ingest answers 503), or events sit in `dead_letters` (the database refused
-/// them for good, and someone should look).
-pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let timeout = state.limits.store_timeout;
-    let store: &Store = &state.store;
-    let queue = with_timeout(timeout, store.queue_status()).await?;
-    let dead = with_timeout(timeout, store.dead_letters()).await?;
-    let full = queue.depth >= state.pressure.max();
-    let status = if dead > 0 || full { "degraded" } else { "ok" };
-    let (other_hosts, unregistered) = state.sites.refused();
-    let oldest_age = queue
-        .oldest
-        .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
-    Ok(Json(json!({
-        "status": status,
-        "queue_depth": queue.depth,
-        "queue_max_events": state.pressure.max(),
-        "oldest_queued_age_seconds": oldest_age,
-        "dead_letters": dead,
-        "refused_events": { "other_hosts": other_hosts, "unregistered_sites": unregistered },
-        "bots_dropped": state.enricher.bots_dropped(),
-        "auth": if state.auth.is_open() { "open" } else { "keys" },
-    })))
 }
 
 /// Any other route.

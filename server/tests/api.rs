@@ -187,6 +187,7 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
     assert_eq!((got, json["error"].as_str()), (404, Some("not_found")));
     // Nothing bad was queued.
     assert_eq!(app.get("/health").await.1["queue_depth"], 0);
+    assert_eq!(app.get("/health/ready").await.1["status"], "ready");
     app.stop().await;
 }
 

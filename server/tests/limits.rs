@@ -153,6 +153,20 @@ async fn above_the_high_water_mark_ingest_gets_503_and_recovers_when_the_worker_
         assert_eq!(body["error"], "queue_full", "{}: {body}", b.name);
         let (_, health) = app.get("/health").await;
         assert_eq!(health["status"], "degraded", "{}: {health}", b.name);
+        // Not ready for traffic above the mark, though alive.
+        let (status, ready) = app.get("/health/ready").await;
+        assert_eq!(
+            (status, &ready["status"]),
+            (503, &json!("not_ready")),
+            "{ready}"
+        );
+        assert!(
+            ready["reason"]
+                .as_str()
+                .unwrap()
+                .contains("QUEUE_MAX_EVENTS")
+        );
+        assert_eq!(app.get("/health/live").await.0, 200);
         assert!(
             health["oldest_queued_age_seconds"].as_f64().is_some(),
             "{health}"

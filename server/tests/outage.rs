@@ -28,6 +28,17 @@ async fn unreachable_mongodb_gives_503_with_a_reason() {
     assert_eq!(status, 503);
     assert_eq!(app.get("/stats?site_id=s").await.0, 503);
     assert_eq!(app.get("/health").await.0, 503);
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(
+        (status, &ready["status"]),
+        (503, &json!("not_ready")),
+        "{ready}"
+    );
+    // Alive all the same: restarting the process would not bring MongoDB back.
+    assert_eq!(
+        app.get("/health/live").await,
+        (200, json!({"status": "live"}))
+    );
     // Bad input is still a 400, whatever the store's state.
     assert_eq!(app.post_raw("/event", "{").await.0, 400);
     app.stop().await;
@@ -70,8 +81,10 @@ async fn server_and_worker_recover_when_mongodb_comes_back() {
     }
     assert!(refused > 0, "the outage was seen");
     assert_eq!(app.get("/health").await.0, 503);
+    assert_eq!(app.get("/health/ready").await.0, 503);
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.come_up();
+    wait_ready(&app).await;
     // The driver reconnects on its own; keep posting until it does.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut sent = 25;
@@ -86,6 +99,23 @@ async fn server_and_worker_recover_when_mongodb_comes_back() {
     let _ = stop_worker.send(());
     worker.await.unwrap();
     app.stop().await;
+}
+
+/// Waits until `/health/ready` says ready again.
+async fn wait_ready(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = app.get("/health/ready").await;
+        if status == 200 {
+            assert_eq!(body["status"], "ready");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Through a MongoDB outage that cuts writes in the middle, every event answered 2xx is

@@ -158,6 +158,31 @@ pub fn with_database(url: &str, db: &str) -> String {
     out
 }
 
+/// Checks that the binary at `bin` lists each of `settings` in `--help` with its
+/// environment variable, shows defaults, and prints its version with `--version`.
+pub fn assert_explains_itself(bin: &str, settings: &[&str]) {
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("the binary runs");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for setting in settings {
+        assert!(
+            text.contains(&format!("[env: {setting}")),
+            "{bin}: {setting} in\n{text}"
+        );
+    }
+    assert!(text.contains("[default: 1000]"), "defaults shown: {text}");
+    let version = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(text.trim().ends_with(env!("CARGO_PKG_VERSION")), "{text}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use beacon_store::Store;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::load().unwrap_or_else(|e| e.exit());
-    process::init_tracing();
+    process::init_tracing(config.observe.log_format);
     let store = Store::open(config.store.clone())
         .await
         .context("cannot open the store")?;

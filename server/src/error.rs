@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use beacon_protocol::{ErrorBody, ValidationError};
 use beacon_store::StoreError;
+use beacon_telemetry::Ingest;
 
 /// Runs a store read under `timeout` (`STORE_TIMEOUT_MS`); failures and timeouts are
 /// logged and become [`ApiError::Unavailable`]. Not for writes: cancelling one would
@@ -16,6 +17,7 @@ pub async fn with_timeout<T>(
     match tokio::time::timeout(timeout, call).await {
         Ok(result) => Ok(result?),
         Err(_) => {
+            beacon_telemetry::store_error("timeout");
             tracing::error!(
                 timeout_ms = timeout.as_millis() as u64,
                 "store call timed out"
@@ -146,6 +148,7 @@ impl From<StoreError> for ApiError {
         if let StoreError::BadQuery(why) = e {
             return Self::InvalidQuery(why);
         }
+        beacon_telemetry::store_error(e.kind());
         tracing::error!(error = %e, unavailable = e.is_unavailable(), "store call failed");
         Self::Unavailable
     }
@@ -169,6 +172,26 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(r: axum::extract::rejection::QueryRejection) -> Self {
         Self::InvalidQuery(r.body_text())
+    }
+}
+
+impl ApiError {
+    /// How this error counts when it refuses a whole ingest request (once per request:
+    /// its events may not even have been read).
+    pub fn ingest_outcome(&self) -> Ingest {
+        match self {
+            Self::Overloaded { .. } => Ingest::OverHighWaterMark,
+            Self::RateLimited { .. } => Ingest::RateLimited,
+            Self::InvalidEvent(_) | Self::Invalid(_) => Ingest::Rejected("invalid"),
+            Self::Rejected { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
+                Ingest::Rejected("too_large")
+            }
+            Self::Rejected { .. } => Ingest::Rejected("unreadable"),
+            Self::Forbidden(_) => Ingest::Rejected("site_refused"),
+            Self::Unavailable => Ingest::Rejected("store_unavailable"),
+            Self::RequestTimeout(_) => Ingest::Rejected("timeout"),
+            _ => Ingest::Rejected("other"),
+        }
     }
 }
 

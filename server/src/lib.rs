@@ -82,6 +82,8 @@ pub struct Shared {
     pub trust_proxy: bool,
     /// Anonymous ids for cookieless batches.
     pub anonymizer: cookieless::Anonymizer,
+    /// Where `/metrics` is served, and its token.
+    pub observe: beacon_config::Observe,
 }
 
 impl AppState {
@@ -96,6 +98,7 @@ impl AppState {
             limits: config.limits.clone(),
             enricher,
             trust_proxy: config.trust_proxy,
+            observe: config.worker.observe.clone(),
             store,
         })))
     }
@@ -171,10 +174,16 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         exports = exports.layer(limit);
     }
     let request_timeout = state.limits.request_timeout;
+    // On the API's port unless METRICS_PORT gives it one of its own (see `run`).
+    let metrics = match state.observe.metrics_port {
+        None => metrics_router(&state),
+        Some(_) => Router::new(),
+    };
     let timed = Router::new()
         .merge(ingest.layer(cors))
         .merge(reads)
         .merge(sdk::routes(sdk_dir))
+        .merge(metrics)
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -192,6 +201,16 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn(beacon_telemetry::track_http))
+}
+
+/// `GET /metrics`, for this process.
+fn metrics_router<S: Clone + Send + Sync + 'static>(state: &AppState) -> Router<S> {
+    beacon_telemetry::router(
+        state.store.clone(),
+        state.observe.metrics_token.clone(),
+        state.limits.store_timeout,
+    )
 }
 
 /// The rate limiters of [`app`]: on ingest per client address, on reads per key.
@@ -245,9 +264,23 @@ pub async fn run(
             "ADMIN_TOKEN is not set: anyone who can reach this server can read every site's stats, and the admin API is off"
         );
     }
+    beacon_telemetry::install();
     let state = AppState::new(store.clone(), &config)?;
-    let router = app(state, &config.sdk_dir, RateLimits::from_config(&config));
     let (stop, stopped) = watch::channel(false);
+    if let Some(port) = state.observe.metrics_port {
+        let listener = TcpListener::bind((config.host, port)).await?;
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let mut stopped = stopped.clone();
+        let until_stopped = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        tokio::spawn(beacon_telemetry::serve(
+            listener,
+            metrics_router(&state),
+            until_stopped,
+        ));
+    }
+    let router = app(state, &config.sdk_dir, RateLimits::from_config(&config));
     let background = if config.run_worker {
         let worker_store = store.clone();
         let mut stopped = stopped.clone();

@@ -85,15 +85,17 @@ pub type ReadLayer = GovernorLayer<ReaderKey, NoOpMiddleware, Body>;
 
 /// A layer that limits each client address to `limit`.
 pub fn layer(limit: RateLimit, trust_proxy: bool) -> Layer {
-    governed(limit, ClientKey { trust_proxy })
+    governed(limit, ClientKey { trust_proxy }, true)
 }
 
 /// A layer that limits each key (each address without one) to `limit`.
 pub fn read_layer(limit: RateLimit, trust_proxy: bool) -> ReadLayer {
-    governed(limit, ReaderKey { trust_proxy })
+    governed(limit, ReaderKey { trust_proxy }, false)
 }
 
-fn governed<K>(limit: RateLimit, key: K) -> GovernorLayer<K, NoOpMiddleware, Body>
+/// A limiter keyed by `key`; `ingest` says whether what it refuses counts as ingest
+/// refused (`beacon_ingest_events_total`).
+fn governed<K>(limit: RateLimit, key: K, ingest: bool) -> GovernorLayer<K, NoOpMiddleware, Body>
 where
     K: KeyExtractor + Send + Sync + 'static,
     K::Key: Send + Sync + 'static,
@@ -108,11 +110,16 @@ where
             .unwrap_or_else(|| unreachable!("a period and burst above zero")),
     );
     tokio::spawn(forget_quiet(Arc::downgrade(&config)));
-    GovernorLayer::new(config).error_handler(|error| match error {
-        GovernorError::TooManyRequests { wait_time, .. } => ApiError::RateLimited {
-            retry_after_secs: wait_time.max(1),
+    GovernorLayer::new(config).error_handler(move |error| match error {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            if ingest {
+                beacon_telemetry::ingest(beacon_telemetry::Ingest::RateLimited, 1);
+            }
+            ApiError::RateLimited {
+                retry_after_secs: wait_time.max(1),
+            }
+            .into_response()
         }
-        .into_response(),
         _ => ApiError::Internal("the rate limiter failed".to_owned()).into_response(),
     })
 }

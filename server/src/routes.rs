@@ -28,6 +28,7 @@ use crate::client_ip::client_ip;
 use crate::enrich::Verdict;
 use crate::error::{ApiError, with_timeout};
 use crate::sites::Sites;
+use beacon_telemetry::{self as telemetry, Ingest};
 
 /// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued. A
 /// bot's event is answered the same, and dropped.
@@ -37,22 +38,39 @@ pub async fn post_event(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = read_body(&state, body, MAX_EVENT_BODY_BYTES).await?;
+    let outcome = take_event(&state, &headers, peer, body).await;
+    telemetry::ingest(
+        outcome
+            .as_ref()
+            .map_or_else(ApiError::ingest_outcome, |o| *o),
+        1,
+    );
+    outcome.map(|_| (StatusCode::ACCEPTED, Json(Queued::new())))
+}
+
+/// Queues one event (or drops a bot's), saying which.
+async fn take_event(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Body,
+) -> Result<Ingest, ApiError> {
+    let body = read_body(state, body, MAX_EVENT_BODY_BYTES).await?;
     let now = Utc::now();
     let event = Event::from_json(&body)?;
     event.validate(now)?;
-    let sender = Sender::of(&state, &headers, peer);
+    let sender = Sender::of(state, headers, peer);
     if let Err(why) = state
         .sites
         .check(&event.site_id, sender.page_host.as_deref())
     {
         return Err(ApiError::Forbidden(why.reason(&event.site_id)));
     }
-    let Verdict::Keep(context) = sender.enrich(&state, &event) else {
-        return Ok((StatusCode::ACCEPTED, Json(Queued::new())));
+    let Verdict::Keep(context) = sender.enrich(state, &event) else {
+        return Ok(Ingest::Bot);
     };
     let queued = QueuedEvent::from_event(event, now, *context);
-    if let Some(refusal) = enqueue(&state, vec![queued]).await?.into_iter().next() {
+    if let Some(refusal) = enqueue(state, vec![queued]).await?.into_iter().next() {
         return Err(ApiError::InvalidEvent(
             beacon_protocol::ValidationError::Malformed(format!(
                 "the database refused the event: {}",
@@ -60,7 +78,7 @@ pub async fn post_event(
             )),
         ));
     }
-    Ok((StatusCode::ACCEPTED, Json(Queued::new())))
+    Ok(Ingest::Accepted)
 }
 
 /// `POST /events`: up to 1,000 events, each accepted or rejected on its own. A
@@ -71,14 +89,55 @@ pub async fn post_events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let body = read_body(&state, body, MAX_BATCH_BODY_BYTES).await?;
+    let mut tally = Tally::default();
+    let answer = take_events(&state, &headers, peer, body, &mut tally).await;
+    // What was decided before a failure counts too; the events left undecided count
+    // once. A batch refused because every event was refused is counted by the tally.
+    tally.record();
+    if let Err(e) = &answer
+        && !matches!(e, ApiError::Forbidden(_))
+    {
+        telemetry::ingest(e.ingest_outcome(), 1);
+    }
+    answer.map(Json)
+}
+
+/// What became of a batch's events, for `beacon_ingest_events_total`.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    bots: usize,
+    invalid: usize,
+    site_refused: usize,
+    database_refused: usize,
+}
+
+impl Tally {
+    fn record(&self) {
+        telemetry::ingest(Ingest::Accepted, self.accepted);
+        telemetry::ingest(Ingest::Bot, self.bots);
+        telemetry::ingest(Ingest::Rejected("invalid"), self.invalid);
+        telemetry::ingest(Ingest::Rejected("site_refused"), self.site_refused);
+        telemetry::ingest(Ingest::Rejected("database_refused"), self.database_refused);
+    }
+}
+
+/// Queues a batch's events, each accepted or rejected on its own, and tallies them.
+async fn take_events(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Body,
+    tally: &mut Tally,
+) -> Result<BatchResponse, ApiError> {
+    let body = read_body(state, body, MAX_BATCH_BODY_BYTES).await?;
     let now = Utc::now();
     let batch = parse_batch(&body)?;
     let peer_addr = peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr);
     let client = batch
         .cookieless
-        .then(|| state.anonymizer.client(&headers, peer_addr));
-    let sender = Sender::of(&state, &headers, peer);
+        .then(|| state.anonymizer.client(headers, peer_addr));
+    let sender = Sender::of(state, headers, peer);
     let page_host = sender.page_host.clone();
     let mut results = Vec::new();
     let mut queued = Vec::new();
@@ -93,14 +152,16 @@ pub async fn post_events(
         match checked {
             Ok((event, Err(why))) => {
                 refused += 1;
+                tally.site_refused += 1;
                 results.push(EventResult {
                     status: EventStatus::Rejected,
                     error: Some(why.reason(&event.site_id)),
                 });
             }
             Ok((mut event, Ok(()))) => {
-                let Verdict::Keep(context) = sender.enrich(&state, &event) else {
+                let Verdict::Keep(context) = sender.enrich(state, &event) else {
                     // A bot's: answered as accepted, dropped.
+                    tally.bots += 1;
                     results.push(EventResult {
                         status: EventStatus::Accepted,
                         error: None,
@@ -123,10 +184,13 @@ pub async fn post_events(
                     error: None,
                 });
             }
-            Err(e) => results.push(EventResult {
-                status: EventStatus::Rejected,
-                error: Some(e.to_string()),
-            }),
+            Err(e) => {
+                tally.invalid += 1;
+                results.push(EventResult {
+                    status: EventStatus::Rejected,
+                    error: Some(e.to_string()),
+                });
+            }
         }
     }
     if refused > 0 && refused == results.len() {
@@ -134,7 +198,11 @@ pub async fn post_events(
             "no event of this batch may be sent from here".to_owned(),
         ));
     }
-    for Refusal { index, reason } in enqueue(&state, queued).await? {
+    let queued_count = queued.len();
+    let refusals = enqueue(state, queued).await?;
+    tally.database_refused = refusals.len();
+    tally.accepted = queued_count - refusals.len();
+    for Refusal { index, reason } in refusals {
         if let Some(result) = slots.get(index).and_then(|slot| results.get_mut(*slot)) {
             result.status = EventStatus::Rejected;
             result.error = Some(format!("the database refused the event: {reason}"));
@@ -144,11 +212,11 @@ pub async fn post_events(
         .iter()
         .filter(|r| r.status == EventStatus::Accepted)
         .count();
-    Ok(Json(BatchResponse {
+    Ok(BatchResponse {
         accepted,
         rejected: results.len() - accepted,
         results,
-    }))
+    })
 }
 
 /// What a request says about who sent it: its page, user agent and address.

@@ -66,11 +66,7 @@ async fn a_thousand_half_sent_requests_do_not_stop_a_new_client_and_are_closed()
 #[tokio::test]
 async fn sigterm_with_hanging_clients_exits_within_the_shutdown_deadline() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = beacon_testkit::free_port();
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_beacon-server"))
         .env_clear()
         .env("PORT", port.to_string())

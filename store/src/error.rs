@@ -41,6 +41,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A short name for the kind of failure, for metrics: `unavailable` when retrying
+    /// may succeed, else the part that failed.
+    pub fn kind(&self) -> &'static str {
+        if self.is_unavailable() {
+            return "unavailable";
+        }
+        match self {
+            Self::Unavailable(_) | Self::DeadlinePassed => "unavailable",
+            Self::Mongo(_) => "mongo",
+            Self::Sqlite(_) => "sqlite",
+            Self::DataDir { .. } => "data_dir",
+            Self::Config(_) => "config",
+            Self::Corrupt(_) => "corrupt",
+            Self::Task(_) => "task",
+            Self::BadQuery(_) => "bad_query",
+        }
+    }
+
     /// Whether retrying later may succeed: the database is down, slow or busy.
     pub fn is_unavailable(&self) -> bool {
         match self {

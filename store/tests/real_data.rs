@@ -9,7 +9,7 @@ use beacon_protocol::{DateBound, StatsQuery};
 use beacon_store::{QueuedEvent, Store};
 use beacon_testkit::TestBackend;
 use beacon_testkit::store::{
-    all_stats, drain, enqueue, move_patiently, open, page_view, stored_ids,
+    all_stats, drain, enqueue, move_patiently, open, page_view, poison, stored_ids,
 };
 use chrono::{TimeDelta, TimeZone, Utc};
 use rand::rngs::StdRng;
@@ -17,35 +17,6 @@ use rand::{Rng, SeedableRng};
 
 /// The summaries' capacity (`rollup::topk::CAPACITY`): past it, top paths are estimates.
 const CAPACITY: u64 = 1024;
-
-/// Makes the database refuse every event on `/poison` for good: a trigger on the
-/// embedded store, a validator on MongoDB. Call before opening the store.
-async fn poison(backend: &TestBackend) {
-    match &backend.config.backend {
-        beacon_store::Backend::Embedded { data_dir } => {
-            // The store creates `events` on open; create it first, as it would, so the
-            // trigger has a table. The schema below is checked by the store's own
-            // CREATE TABLE IF NOT EXISTS, which leaves an existing table alone.
-            drop(open(backend).await);
-            let conn = rusqlite::Connection::open(data_dir.join("beacon.db")).unwrap();
-            conn.execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.path = '/poison'
-                 BEGIN SELECT RAISE(ABORT, 'this path is refused'); END;",
-            )
-            .unwrap();
-        }
-        beacon_store::Backend::Mongo { url } => {
-            let client = mongodb::Client::with_uri_str(url).await.unwrap();
-            client
-                .default_database()
-                .unwrap()
-                .create_collection("events")
-                .validator(mongodb::bson::doc! { "path": { "$ne": "/poison" } })
-                .await
-                .unwrap();
-        }
-    }
-}
 
 #[tokio::test]
 async fn one_poisoned_event_does_not_hold_back_the_rest_of_its_batch() {

@@ -158,6 +158,14 @@ pub fn with_database(url: &str, db: &str) -> String {
     out
 }
 
+/// A port free on 127.0.0.1 a moment ago, for a process the test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Checks that the binary at `bin` lists each of `settings` in `--help` with its
 /// environment variable, shows defaults, and prints its version with `--version`.
 pub fn assert_explains_itself(bin: &str, settings: &[&str]) {

@@ -101,3 +101,35 @@ pub async fn stored_ids(store: &Store, site: &str) -> Vec<Uuid> {
         }
     }
 }
+
+/// Makes the database refuse every event on `/poison` for good: a trigger on the
+/// embedded store, a validator on MongoDB. Call before opening the store.
+pub async fn poison(backend: &TestBackend) {
+    match &backend.config.backend {
+        beacon_store::Backend::Embedded { data_dir } => {
+            // The store creates `events` on open; create it first, as it would, so the
+            // trigger has a table. The schema below is checked by the store's own
+            // CREATE TABLE IF NOT EXISTS, which leaves an existing table alone.
+            drop(open(backend).await);
+            let conn =
+                rusqlite::Connection::open(data_dir.join("beacon.db")).expect("beacon.db opens");
+            conn.execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.path = '/poison'
+                 BEGIN SELECT RAISE(ABORT, 'this path is refused'); END;",
+            )
+            .expect("the trigger is created");
+        }
+        beacon_store::Backend::Mongo { url } => {
+            let client = mongodb::Client::with_uri_str(url)
+                .await
+                .expect("MONGO_URL parses");
+            client
+                .default_database()
+                .expect("MONGO_URL names a database")
+                .create_collection("events")
+                .validator(mongodb::bson::doc! { "path": { "$ne": "/poison" } })
+                .await
+                .expect("the validator is set");
+        }
+    }
+}

@@ -35,14 +35,28 @@ pub struct BatchReport {
     pub more_waiting: bool,
 }
 
-/// Claims up to `batch_size` events and moves them.
+/// Claims up to `batch_size` events and moves them. Failures are counted in
+/// `beacon_store_errors_total` (and a failed move in `beacon_worker_batches_total`).
 pub async fn process_batch(store: &Store, batch_size: usize) -> Result<BatchReport, StoreError> {
-    let batch = store.claim(batch_size).await?;
+    let batch = store
+        .claim(batch_size)
+        .await
+        .inspect_err(|e| beacon_telemetry::store_error(e.kind()))?;
     if batch.is_empty() {
         return Ok(BatchReport::default());
     }
     tracing::info!(events = batch.len(), "Processing batch...");
-    let outcome = store.move_batch(&batch).await?;
+    let started = std::time::Instant::now();
+    let outcome = store.move_batch(&batch).await.inspect_err(|e| {
+        beacon_telemetry::batch_failed();
+        beacon_telemetry::store_error(e.kind());
+    })?;
+    beacon_telemetry::batch_moved(
+        outcome.inserted,
+        outcome.duplicates,
+        outcome.dead_lettered,
+        started.elapsed(),
+    );
     tracing::debug!(
         inserted = outcome.inserted,
         duplicates = outcome.duplicates,

@@ -10,6 +10,7 @@ use crate::limits::MAX_BATCH_EVENTS;
 use crate::{Event, ValidationError};
 
 /// What became of one event in a batch.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
@@ -20,6 +21,7 @@ pub enum EventStatus {
 }
 
 /// The result for one event, at the same index as the event in the request.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventResult {
     /// Accepted or rejected.
@@ -30,6 +32,7 @@ pub struct EventResult {
 }
 
 /// The answer to `POST /events`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchResponse {
     /// Events accepted.

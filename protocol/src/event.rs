@@ -12,6 +12,7 @@ use crate::limits::*;
 /// Only `site_id` and `event_type` are required, so that the README's first curl works and custom
 /// events need not invent a path. `event_id` makes retries safe: the server stores an id
 /// once, however often it is sent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The website or app the event belongs to.
@@ -25,6 +26,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// When it happened on the client; the server's clock when absent.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -35,6 +37,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// Free-form properties, kept with the event.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub props: Option<Map<String, Value>>,
     /// Where the visitor came from: the page before (the snippet sends

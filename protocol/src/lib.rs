@@ -23,6 +23,7 @@ pub use stats::{PathCount, Stats, StatsQuery, TimeRange};
 pub use time::DateBound;
 
 /// The body of every error answer, so that clients can show or log one field.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     /// A stable, machine-readable code such as `invalid_event` or `payload_too_large`.
@@ -32,6 +33,7 @@ pub struct ErrorBody {
 }
 
 /// The answer to a single accepted `POST /event`: `{"status":"queued"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Queued {
     /// Always `"queued"`.

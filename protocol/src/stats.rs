@@ -7,14 +7,18 @@ use crate::limits::{DEFAULT_TOP_PATHS, MAX_SITE_ID_BYTES, MAX_TOP_PATHS};
 use crate::{DateBound, ValidationError};
 
 /// The query string of `GET /stats`. `site_id` is a plain string, never a query operator.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsQuery {
     /// The site to report on.
     pub site_id: String,
     /// Start of the range (inclusive): `YYYY-MM-DD` or RFC 3339.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<DateBound>,
     /// End of the range: a day includes the whole day, an instant is exclusive.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<DateBound>,
     /// Only events of this type.
@@ -87,6 +91,7 @@ impl StatsQuery {
 }
 
 /// The answer to `GET /stats`: the API's original contract, kept exactly.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Processed events in the range.
@@ -98,6 +103,7 @@ pub struct Stats {
 }
 
 /// One row of `top_paths`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathCount {
     /// The path.

@@ -9,17 +9,17 @@ use beacon_protocol::event::validate_fields;
 use beacon_store::{ApiKey, Site};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::AppState;
 use crate::access::{Admin, new_key};
 use crate::error::{ApiError, with_timeout};
+use crate::openapi::AdminErrors;
 
 /// Most domains a site may list.
 const MAX_DOMAINS: usize = 50;
 
 /// `POST /api/sites`.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
     site_id: String,
@@ -30,7 +30,7 @@ pub struct NewSite {
 }
 
 /// `PATCH /api/sites/{site_id}`: what is given changes.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SitePatch {
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct SitePatch {
 }
 
 /// A site as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct SiteView {
     site_id: String,
     domains: Vec<String>,
@@ -49,12 +49,31 @@ pub struct SiteView {
 }
 
 /// A key as listed: never the key itself.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct KeyView {
     key_id: String,
     site_id: String,
     created_at: String,
     last_used_at: Option<String>,
+}
+
+/// A key just made: the only time its secret is shown.
+#[derive(utoipa::ToSchema, Debug, Serialize)]
+pub struct NewKey {
+    key_id: String,
+    /// The key, for `Authorization: Bearer`. Stored only as a hash: keep it now.
+    key: String,
+    site_id: String,
+    created_at: String,
+}
+
+/// What an erasure removed.
+#[derive(utoipa::ToSchema, Debug, Serialize)]
+pub struct Erased {
+    site_id: String,
+    user_id: String,
+    /// Events deleted, queued and stored.
+    erased: u64,
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -83,6 +102,8 @@ impl From<ApiKey> for KeyView {
     }
 }
 
+#[utoipa::path(post, path = "/api/sites", tag = "admin", request_body = NewSite, security(("bearer" = [])),
+    responses((status = 201, description = "Registered.", body = SiteView), AdminErrors))]
 pub async fn create_site(
     _: Admin,
     State(state): State<AppState>,
@@ -108,6 +129,8 @@ pub async fn create_site(
     Ok((StatusCode::CREATED, Json(site.into())))
 }
 
+#[utoipa::path(get, path = "/api/sites", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every registered site.", body = Vec<SiteView>), AdminErrors))]
 pub async fn list_sites(
     _: Admin,
     State(state): State<AppState>,
@@ -116,6 +139,8 @@ pub async fn list_sites(
     Ok(Json(sites.into_iter().map(SiteView::from).collect()))
 }
 
+#[utoipa::path(get, path = "/api/sites/{site_id}", tag = "admin", params(("site_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "The site.", body = SiteView), AdminErrors))]
 pub async fn get_site(
     _: Admin,
     State(state): State<AppState>,
@@ -124,6 +149,8 @@ pub async fn get_site(
     Ok(Json(registered(&state, &site_id).await?.into()))
 }
 
+#[utoipa::path(patch, path = "/api/sites/{site_id}", tag = "admin", params(("site_id" = String, Path)), request_body = SitePatch, security(("bearer" = [])),
+    responses((status = 200, description = "The site as changed.", body = SiteView), AdminErrors))]
 pub async fn update_site(
     _: Admin,
     State(state): State<AppState>,
@@ -145,6 +172,8 @@ pub async fn update_site(
     Ok(Json(site.into()))
 }
 
+#[utoipa::path(delete, path = "/api/sites/{site_id}", tag = "admin", params(("site_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "No longer registered (its events stay until erased or expired)."), AdminErrors))]
 pub async fn delete_site(
     _: Admin,
     State(state): State<AppState>,
@@ -162,25 +191,29 @@ pub async fn delete_site(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/sites/{site_id}/keys", tag = "admin", params(("site_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 201, description = "A new read key: `key` is shown this once.", body = NewKey), AdminErrors))]
 pub async fn create_key(
     _: Admin,
     State(state): State<AppState>,
     Path(site_id): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewKey>), ApiError> {
     registered(&state, &site_id).await?;
     let (record, key) = new_key(&site_id);
     with_timeout(state.limits.store_timeout, state.store.create_key(&record)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "key_id": record.key_id,
-            "key": key,
-            "site_id": record.site_id,
-            "created_at": time(record.created_at),
-        })),
+        Json(NewKey {
+            key_id: record.key_id,
+            key,
+            site_id: record.site_id,
+            created_at: time(record.created_at),
+        }),
     ))
 }
 
+#[utoipa::path(get, path = "/api/sites/{site_id}/keys", tag = "admin", params(("site_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "The site's keys, without their secrets.", body = Vec<KeyView>), AdminErrors))]
 pub async fn list_keys(
     _: Admin,
     State(state): State<AppState>,
@@ -191,6 +224,8 @@ pub async fn list_keys(
     Ok(Json(keys.into_iter().map(KeyView::from).collect()))
 }
 
+#[utoipa::path(delete, path = "/api/sites/{site_id}/keys/{key_id}", tag = "admin", params(("site_id" = String, Path), ("key_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Revoked."), AdminErrors))]
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
@@ -207,18 +242,22 @@ pub async fn revoke_key(
 
 /// `DELETE /api/sites/{site_id}/users/{user_id}`: a user's events, queued and stored.
 /// The site need not be registered: events of any site id may have been sent.
+#[utoipa::path(delete, path = "/api/sites/{site_id}/users/{user_id}", tag = "admin", params(("site_id" = String, Path), ("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "The user's events, queued and stored, are gone.", body = Erased), AdminErrors))]
 pub async fn erase_user(
     _: Admin,
     State(state): State<AppState>,
     Path((site_id, user_id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Erased>, ApiError> {
     // Generous: on a big site this deletes among millions of rows.
     let timeout = state.limits.request_timeout / 2;
     let erased = with_timeout(timeout, state.store.erase_user(&site_id, &user_id)).await?;
     tracing::info!(%site_id, erased, "erased a user's events");
-    Ok(Json(
-        json!({ "site_id": site_id, "user_id": user_id, "erased": erased }),
-    ))
+    Ok(Json(Erased {
+        site_id,
+        user_id,
+        erased,
+    }))
 }
 
 async fn registered(state: &AppState, site_id: &str) -> Result<Site, ApiError> {

@@ -32,11 +32,16 @@ const CSV_HEADER: &[&str] = &[
 ];
 
 /// The query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// First day (or instant) exported: `YYYY-MM-DD` or RFC 3339.
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     from: Option<DateBound>,
+    /// Last day exported (a day includes the whole day, an instant is exclusive).
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     to: Option<DateBound>,
 }
 
@@ -97,6 +102,13 @@ enum Format {
     Csv,
 }
 
+#[utoipa::path(get, path = "/api/sites/{site_id}/export", tag = "admin",
+    params(("site_id" = String, Path), ExportQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every stored event of the site, streamed: NDJSON, or CSV with `Accept: text/csv`.", content_type = "application/x-ndjson", body = String),
+        crate::openapi::AdminErrors,
+    ))]
 pub async fn export(
     _: Admin,
     State(state): State<AppState>,

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use beacon_protocol::ErrorBody;
 use beacon_store::Store;
 use chrono::Utc;
 use serde_json::json;
@@ -17,6 +18,11 @@ use crate::error::{ApiError, with_timeout};
 /// otherwise. `"degraded"` rather than `"ok"` while the queue is above its high-water
 /// mark (ingest answers 503), or events sit in `dead_letters` (the database refused
 /// them for good, and someone should look).
+#[utoipa::path(get, path = "/health", tag = "ops",
+    responses(
+        (status = 200, description = "`ok`, or `degraded` (queue above its mark, dead letters).", body = Object),
+        (status = 503, description = "The store cannot be reached.", body = ErrorBody),
+    ))]
 pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let timeout = state.limits.store_timeout;
     let store: &Store = &state.store;
@@ -43,6 +49,8 @@ pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, 
 /// `GET /health/live`: 200 while the process can answer at all. It asks nothing of the
 /// store, so that an orchestrator restarts a wedged process, not one whose database is
 /// away.
+#[utoipa::path(get, path = "/health/live", tag = "ops",
+    responses((status = 200, description = "`{\"status\": \"live\"}`.", body = Object)))]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
@@ -50,6 +58,11 @@ pub async fn live() -> Json<serde_json::Value> {
 /// `GET /health/ready`: 200 when this server can take events (the store is reachable,
 /// its collections and indexes exist, and the queue is under `QUEUE_MAX_EVENTS`), else
 /// 503 with the reason, so that a load balancer sends traffic elsewhere meanwhile.
+#[utoipa::path(get, path = "/health/ready", tag = "ops",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\", ...}`.", body = Object),
+        (status = 503, description = "Not ready, with the reason.", body = Object),
+    ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let timeout = state.limits.store_timeout;
     let store: &Store = &state.store;

@@ -16,6 +16,9 @@
 //!   ingest (with `referrers`), and leaves bots out; `query` is the query API.
 //! - `access`, `admin`, `sites` and `export`: keys, the admin API, the sites registry,
 //!   and exports.
+//! - `health` answers `/health`, `/health/live` and `/health/ready`; `openapi` describes
+//!   every route (`/openapi.json`) and `docs` renders the description (`/docs`);
+//!   `/metrics` comes from `beacon-telemetry`.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.
@@ -24,10 +27,12 @@ mod access;
 mod admin;
 mod client_ip;
 mod cookieless;
+mod docs;
 mod enrich;
 pub mod error;
 mod export;
 mod health;
+mod openapi;
 mod pressure;
 mod query;
 mod ratelimit;
@@ -44,7 +49,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{Method, header};
-use axum::routing::{delete, get, post};
 use beacon_config::Limits;
 use beacon_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -55,6 +59,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use beacon_config::ServerConfig;
 
@@ -126,6 +132,53 @@ pub enum ServerError {
     GeoIp(#[from] enrich::GeoIpError),
 }
 
+/// The documented routes, grouped by the layers they need: ingest, reads and the admin
+/// API, exports, and operations. [`app`] serves these groups and
+/// [`openapi::description`] describes them, so the two cannot drift apart.
+struct Routes {
+    ingest: OpenApiRouter<AppState>,
+    reads: OpenApiRouter<AppState>,
+    exports: OpenApiRouter<AppState>,
+    ops: OpenApiRouter<AppState>,
+}
+
+fn route_groups() -> Routes {
+    Routes {
+        ingest: OpenApiRouter::new()
+            .routes(routes!(routes::post_event))
+            .routes(routes!(routes::post_events)),
+        reads: OpenApiRouter::new()
+            .routes(routes!(routes::get_stats))
+            .routes(routes!(query::post_query))
+            .routes(routes!(admin::create_site, admin::list_sites))
+            .routes(routes!(
+                admin::get_site,
+                admin::update_site,
+                admin::delete_site
+            ))
+            .routes(routes!(admin::create_key, admin::list_keys))
+            .routes(routes!(admin::revoke_key))
+            .routes(routes!(admin::erase_user)),
+        exports: OpenApiRouter::new().routes(routes!(export::export)),
+        ops: OpenApiRouter::new()
+            .routes(routes!(health::health))
+            .routes(routes!(health::live))
+            .routes(routes!(health::ready))
+            .routes(routes!(openapi::openapi_json))
+            .routes(routes!(openapi::docs)),
+    }
+}
+
+/// Every documented route, without layers: what the description is made from.
+pub(crate) fn routes_documented() -> OpenApiRouter<AppState> {
+    let groups = route_groups();
+    groups
+        .ingest
+        .merge(groups.reads)
+        .merge(groups.exports)
+        .merge(groups.ops)
+}
+
 /// The router. Ingest routes and the browser SDK's files (from `sdk_dir`) allow any
 /// origin (browsers send from the sites they track); reads and the admin API are for
 /// operators and do not. Ingest is rate-limited per client address and reads per key
@@ -136,39 +189,22 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
         .max_age(std::time::Duration::from_secs(24 * 3600));
-    let mut ingest = Router::new()
-        .route("/event", post(routes::post_event))
-        .route("/events", post(routes::post_events));
+    let Routes {
+        ingest,
+        reads,
+        exports,
+        ops,
+    } = route_groups();
+    let (mut ingest, mut reads, mut exports, ops) = (
+        Router::from(ingest),
+        Router::from(reads),
+        Router::from(exports),
+        Router::from(ops),
+    );
     if let Some(limit) = limits.ingest {
         ingest = ingest.layer(limit);
     }
-    let mut reads = Router::new()
-        .route("/stats", get(routes::get_stats))
-        .route("/api/v2/query", post(query::post_query))
-        .route(
-            "/api/sites",
-            post(admin::create_site).get(admin::list_sites),
-        )
-        .route(
-            "/api/sites/{site_id}",
-            get(admin::get_site)
-                .patch(admin::update_site)
-                .delete(admin::delete_site),
-        )
-        .route(
-            "/api/sites/{site_id}/keys",
-            post(admin::create_key).get(admin::list_keys),
-        )
-        .route(
-            "/api/sites/{site_id}/keys/{key_id}",
-            delete(admin::revoke_key),
-        )
-        .route(
-            "/api/sites/{site_id}/users/{user_id}",
-            delete(admin::erase_user),
-        );
     // An export streams for as long as it takes: outside the request timeout.
-    let mut exports = Router::new().route("/api/sites/{site_id}/export", get(export::export));
     if let Some(limit) = limits.reads {
         reads = reads.layer(limit.clone());
         exports = exports.layer(limit);
@@ -184,9 +220,7 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         .merge(reads)
         .merge(sdk::routes(sdk_dir))
         .merge(metrics)
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+        .merge(ops)
         .fallback(routes::not_found)
         .layer(
             ServiceBuilder::new()

@@ -17,11 +17,16 @@ use chrono_tz::Tz;
 use crate::AppState;
 use crate::access::Reader;
 use crate::error::ApiError;
+use crate::openapi::ReadErrors;
 
 /// Largest query body.
 const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 /// Answers a query.
+#[utoipa::path(post, path = "/api/v2/query", tag = "read",
+    request_body(content = Query, description = "A query in Plausible's Stats API v2 shape."),
+    security(("bearer" = []), ()),
+    responses((status = 200, description = "One row per combination of dimension values.", body = QueryResponse), ReadErrors))]
 pub async fn post_query(
     Reader(access): Reader,
     State(state): State<AppState>,

@@ -27,11 +27,18 @@ use crate::access::Reader;
 use crate::client_ip::client_ip;
 use crate::enrich::Verdict;
 use crate::error::{ApiError, with_timeout};
+use crate::openapi::{IngestErrors, ReadErrors};
 use crate::sites::Sites;
 use beacon_telemetry::{self as telemetry, Ingest};
 
 /// `POST /event`: one event, answered `202 {"status":"queued"}` once durably queued. A
 /// bot's event is answered the same, and dropped.
+#[utoipa::path(post, path = "/event", tag = "ingest",
+    request_body(content = Event, description = "One event. Sent as text/plain too (navigator.sendBeacon); gzip with Content-Encoding."),
+    responses(
+        (status = 202, description = "Durably queued (or a bot's, dropped).", body = Queued),
+        IngestErrors,
+    ))]
 pub async fn post_event(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -83,6 +90,12 @@ async fn take_event(
 
 /// `POST /events`: up to 1,000 events, each accepted or rejected on its own. A
 /// cookieless batch's events without a `user_id` get the client's anonymous daily id.
+#[utoipa::path(post, path = "/events", tag = "ingest",
+    request_body(content = Vec<Event>, description = "Up to 1,000 events: an array, or `{\"events\": [...], \"cookieless\": true}` for senders that keep no id on the visitor's device."),
+    responses(
+        (status = 200, description = "Each event accepted or rejected on its own, in request order.", body = BatchResponse),
+        IngestErrors,
+    ))]
 pub async fn post_events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -94,10 +107,9 @@ pub async fn post_events(
     // What was decided before a failure counts too; the events left undecided count
     // once. A batch refused because every event was refused is counted by the tally.
     tally.record();
-    if let Err(e) = &answer
-        && !matches!(e, ApiError::Forbidden(_))
-    {
-        telemetry::ingest(e.ingest_outcome(), 1);
+    match &answer {
+        Err(ApiError::Forbidden(_)) | Ok(_) => {}
+        Err(e) => telemetry::ingest(e.ingest_outcome(), 1),
     }
     answer.map(Json)
 }
@@ -300,6 +312,10 @@ async fn enqueue(state: &AppState, events: Vec<QueuedEvent>) -> Result<Vec<Refus
 }
 
 /// `GET /stats?site_id=…[&from=…][&to=…][&event_type=…][&limit=…]`.
+#[utoipa::path(get, path = "/stats", tag = "read",
+    params(StatsQuery),
+    security(("bearer" = []), ()),
+    responses((status = 200, description = "Totals, unique users and top paths: the original contract.", body = Stats), ReadErrors))]
 pub async fn get_stats(
     Reader(access): Reader,
     State(state): State<AppState>,

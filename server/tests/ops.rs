@@ -235,3 +235,153 @@ async fn metrics_can_move_off_the_public_port_behind_a_token() {
     assert!(metrics.contains_key("beacon_queue_depth"), "{metrics:?}");
     app.stop().await;
 }
+
+/// Every `"$ref"` in `value`.
+fn references<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v.as_str()) {
+                    ("$ref", Some(reference)) => found.push(reference),
+                    _ => references(v, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+        _ => {}
+    }
+}
+
+/// `/openapi.json` is a valid OpenAPI 3.1 description of every route the server has,
+/// and every route it describes is served; `/docs` shows them all.
+#[tokio::test]
+async fn the_openapi_description_covers_every_route_and_validates() {
+    let b = TestBackend::embedded();
+    let app = TestApp::start(&b).await;
+    let response = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let spec = oas3::from_json(&text).expect("a valid OpenAPI 3.1 document");
+    assert_eq!(spec.validate_version().unwrap().to_string(), "3.1.0");
+    let description: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Every reference resolves.
+    let mut found = Vec::new();
+    references(&description, &mut found);
+    assert!(!found.is_empty());
+    for reference in found {
+        let pointer = reference.strip_prefix('#').expect("a local reference");
+        assert!(
+            description.pointer(pointer).is_some(),
+            "{reference} resolves"
+        );
+    }
+    // Every operation has an id, a tag and answers, and its references resolve.
+    let operations: Vec<_> = spec.operations().collect();
+    for (path, method, operation) in &operations {
+        assert!(
+            operation.operation_id.is_some() && !operation.tags.is_empty(),
+            "{method} {path}"
+        );
+        assert!(!operation.responses(&spec).is_empty(), "{method} {path}");
+        for response in operation.responses(&spec).values() {
+            for media in response.content.values() {
+                if let Some(schema) = &media.schema {
+                    schema
+                        .resolve(&spec)
+                        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+                }
+            }
+        }
+        if let Some(body) = operation.request_body(&spec).unwrap() {
+            for media in body.content.values() {
+                if let Some(schema) = &media.schema {
+                    schema.resolve(&spec).unwrap();
+                }
+            }
+        }
+    }
+    // Every route the server has is described. The router is built from the same route
+    // lists as the description, so this list guards against a route left out of both
+    // lists or added beside them.
+    let served = [
+        ("POST", "/event"),
+        ("POST", "/events"),
+        ("GET", "/stats"),
+        ("POST", "/api/v2/query"),
+        ("POST", "/api/sites"),
+        ("GET", "/api/sites"),
+        ("GET", "/api/sites/{site_id}"),
+        ("PATCH", "/api/sites/{site_id}"),
+        ("DELETE", "/api/sites/{site_id}"),
+        ("POST", "/api/sites/{site_id}/keys"),
+        ("GET", "/api/sites/{site_id}/keys"),
+        ("DELETE", "/api/sites/{site_id}/keys/{key_id}"),
+        ("DELETE", "/api/sites/{site_id}/users/{user_id}"),
+        ("GET", "/api/sites/{site_id}/export"),
+        ("GET", "/health"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/sdk/{file}"),
+    ];
+    let described: Vec<(String, String)> = operations
+        .iter()
+        .map(|(path, method, _)| (method.as_str().to_owned(), path.clone()))
+        .collect();
+    for (method, path) in served {
+        assert!(
+            described.contains(&(method.to_owned(), path.to_owned())),
+            "{method} {path} is described"
+        );
+    }
+    assert_eq!(described.len(), served.len(), "{described:?}");
+    // And every described route is served: no answer from the fallback, nor a 405.
+    for (method, path) in &described {
+        let concrete = path
+            .replace("{site_id}", "s")
+            .replace("{key_id}", "k")
+            .replace("{user_id}", "u")
+            .replace("{file}", "beacon.js");
+        let request = app
+            .http
+            .request(method.parse().unwrap(), app.url(&concrete))
+            .header("content-type", "application/json")
+            .body("{}");
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path}");
+        assert!(
+            !body.contains("no route for"),
+            "{method} {path}: {status} {body}"
+        );
+    }
+    // The reference page lists every path, and comes whole from the binary.
+    let (status, page) = (
+        app.http
+            .get(app.url("/docs"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        app.http
+            .get(app.url("/docs"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    for (_, path) in &described {
+        assert!(page.contains(path.as_str()), "{path} on /docs");
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from other hosts"
+    );
+    app.stop().await;
+}

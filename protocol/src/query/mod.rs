@@ -24,6 +24,7 @@ pub const MAX_FILTERS: usize = 50;
 pub const MAX_FILTER_VALUES: usize = 100;
 
 /// A query.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Query {
@@ -31,17 +32,26 @@ pub struct Query {
     pub site_id: String,
     /// What to count, in the order the answer lists them.
     pub metrics: Vec<Metric>,
-    /// Which days (or times).
+    /// Which days (or times): a period (`"day"`, `"7d"`, `"28d"`, `"30d"`, `"91d"`,
+    /// `"month"`, `"6mo"`, `"12mo"`, `"year"`, `"all"`) or two dates (or RFC 3339
+    /// instants), both included.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, example = json!("30d")))]
     pub date_range: DateRange,
-    /// What to break the metrics down by.
+    /// What to break the metrics down by: `event:page`, `event:name`,
+    /// `event:props:<name>`, `visit:source`, `visit:entry_page`, `visit:browser`, …,
+    /// `time`, `time:hour`, `time:day`, `time:week`, `time:month`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dimensions: Vec<Dimension>,
-    /// Which events and visits count.
+    /// Which events and visits count, as in Plausible:
+    /// `["is", "visit:source", ["Google"]]`, `["contains", …]`, `["and", [...]]`, ….
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Filter>,
     /// How rows are ordered: metrics or dimensions of the query, each ascending or
     /// descending. Default: by time if there is a time dimension, else by the first
     /// metric, largest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Vec<String>>>, example = json!([["visitors", "desc"]])))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_by: Option<Vec<(String, Direction)>>,
     /// Extras in `meta`.
@@ -74,6 +84,7 @@ impl Query {
 }
 
 /// What can be counted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
@@ -262,6 +273,7 @@ pub const PERIODS: &[&str] = &[
 ];
 
 /// Ascending or descending.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -272,6 +284,7 @@ pub enum Direction {
 }
 
 /// Extras the answer's `meta` carries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Include {
@@ -284,6 +297,7 @@ pub struct Include {
 }
 
 /// Which rows: `limit` of them (at most [`MAX_LIMIT`]) after skipping `offset`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pagination {
@@ -309,6 +323,7 @@ impl Default for Pagination {
 }
 
 /// The answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryResponse {
     /// One row per combination of dimension values, in order.
@@ -317,14 +332,17 @@ pub struct QueryResponse {
     pub meta: Meta,
     /// The query as run: its date range resolved to instants, its time zone and
     /// defaults filled in.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub query: Value,
 }
 
 /// One row: metrics in the order asked, and the dimension values it is for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryRow {
     /// Counts are integers; `bounce_rate` and `visit_duration` are rounded to whole
     /// numbers, `views_per_visit` to two decimals, `percentage` to one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<f64>))]
     pub metrics: Vec<Value>,
     /// Dimension values as text; times as `2024-01-31` (days, weeks by their Monday,
     /// months by their first day) or `2024-01-31 13:00:00` (hours), in the query's time
@@ -333,6 +351,7 @@ pub struct QueryRow {
 }
 
 /// Extras.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// With `include.time_labels`: every label of the time dimension in the range.

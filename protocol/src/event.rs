@@ -16,8 +16,10 @@ use crate::limits::*;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The website or app the event belongs to.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub site_id: String,
     /// `page_view`, `click`, or any custom name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub event_type: String,
     /// The URL path the event happened on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

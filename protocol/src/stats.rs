@@ -12,13 +12,14 @@ use crate::{DateBound, ValidationError};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsQuery {
     /// The site to report on.
+    #[cfg_attr(feature = "openapi", param(min_length = 1))]
     pub site_id: String,
     /// Start of the range (inclusive): `YYYY-MM-DD` or RFC 3339.
-    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>, min_length = 10))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<DateBound>,
     /// End of the range: a day includes the whole day, an instant is exclusive.
-    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>, min_length = 10))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<DateBound>,
     /// Only events of this type.

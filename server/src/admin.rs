@@ -22,6 +22,7 @@ const MAX_DOMAINS: usize = 50;
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
+    #[schema(min_length = 1, max_length = 128)]
     site_id: String,
     #[serde(default)]
     domains: Vec<String>,

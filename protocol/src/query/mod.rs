@@ -29,13 +29,14 @@ pub const MAX_FILTER_VALUES: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct Query {
     /// The site.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub site_id: String,
     /// What to count, in the order the answer lists them.
     pub metrics: Vec<Metric>,
     /// Which days (or times): a period (`"day"`, `"7d"`, `"28d"`, `"30d"`, `"91d"`,
     /// `"month"`, `"6mo"`, `"12mo"`, `"year"`, `"all"`) or two dates (or RFC 3339
     /// instants), both included.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object, example = json!("30d")))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = date_range_schema, example = json!("30d")))]
     pub date_range: DateRange,
     /// What to break the metrics down by: `event:page`, `event:name`,
     /// `event:props:<name>`, `visit:source`, `visit:entry_page`, `visit:browser`, …,
@@ -265,6 +266,23 @@ pub enum DateRange {
     Period(String),
     /// `["2024-01-01", "2024-01-31"]`, or RFC 3339 instants.
     Between(String, String),
+}
+
+/// `date_range`'s schema: a period's name, or two dates (or instants).
+#[cfg(feature = "openapi")]
+fn date_range_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let period = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(PERIODS.iter().copied()));
+    let day = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(10));
+    let between = ArrayBuilder::new()
+        .items(day)
+        .min_items(Some(2))
+        .max_items(Some(2));
+    Schema::OneOf(OneOfBuilder::new().item(period).item(between).build())
 }
 
 /// The periods `date_range` can name.

@@ -147,6 +147,8 @@ async fn above_the_high_water_mark_ingest_gets_503_and_recovers_when_the_worker_
         assert!(full.headers().contains_key("retry-after"));
         let body: serde_json::Value = full.json().await.unwrap();
         assert_eq!(body["error"], "queue_full", "{}: {body}", b.name);
+        let over = r#"beacon_ingest_events_total{outcome="over_high_water_mark"}"#;
+        assert!(app.metric(over).await >= 1.0, "{}", b.name);
         let (_, health) = app.get("/health").await;
         assert_eq!(health["status"], "degraded", "{}: {health}", b.name);
         // Not ready for traffic above the mark, though alive.
@@ -225,6 +227,10 @@ async fn a_flood_from_one_address_gets_429_and_others_are_served() {
     assert!(limited.headers().contains_key("retry-after"));
     let body: serde_json::Value = limited.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited", "{body}");
+    let limited = app
+        .metric(r#"beacon_ingest_events_total{outcome="rate_limited"}"#)
+        .await;
+    assert!(limited >= 1.0, "{limited}");
     // Another address has its own allowance; reads are not limited.
     assert_eq!(send("203.0.113.2").await.unwrap().status(), 202);
     assert_eq!(app.get("/health").await.0, 200);

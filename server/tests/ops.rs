@@ -71,32 +71,6 @@ async fn json_logs_are_one_object_per_line() {
     server.kill().await.unwrap();
 }
 
-/// `/metrics` as series (name and labels, as printed) to values.
-async fn scrape(http: &reqwest::Client, url: &str, token: Option<&str>) -> HashMap<String, f64> {
-    let mut request = http.get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    let text = response.text().await.unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap();
-            (series.to_owned(), value.parse().unwrap())
-        })
-        .collect()
-}
-
 /// How much `series` grew from `before` to `after`.
 fn grew(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
     let value = |m: &HashMap<String, f64>| m.get(series).copied().unwrap_or(0.0);
@@ -109,7 +83,7 @@ async fn metrics_move_as_events_are_accepted_rejected_moved_and_dead_lettered() 
         poison(&b).await;
         let app = TestApp::start(&b).await;
         let url = app.url("/metrics");
-        let before = scrape(&app.http, &url, None).await;
+        let before = common::scrape(&app.http, &url, None).await;
         let page = |path: &str| json!({"site_id": "m", "event_type": "page_view", "path": path});
         assert_eq!(app.post_json("/event", &page("/a")).await.0, 202);
         let batch = json!([page("/b"), page("/c"), {"site_id": "m"}, page("/poison")]);
@@ -137,7 +111,7 @@ async fn metrics_move_as_events_are_accepted_rejected_moved_and_dead_lettered() 
         // The poisoned event reaches dead_letters in a batch of its own, after the rest.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let after = loop {
-            let after = scrape(&app.http, &url, None).await;
+            let after = common::scrape(&app.http, &url, None).await;
             // MongoDB's depth is an estimate that settles after writes.
             let settled = after.get("beacon_queue_depth").copied() == Some(0.0);
             if after.get("beacon_dead_letters").copied() == Some(1.0) && settled {
@@ -231,7 +205,7 @@ async fn metrics_can_move_off_the_public_port_behind_a_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let metrics = scrape(&app.http, &url, Some("scrape-secret")).await;
+    let metrics = common::scrape(&app.http, &url, Some("scrape-secret")).await;
     assert!(metrics.contains_key("beacon_queue_depth"), "{metrics:?}");
     app.stop().await;
 }

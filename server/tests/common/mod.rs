@@ -161,3 +161,41 @@ impl TestApp {
         }
     }
 }
+
+/// `/metrics` as series (name and labels, as printed) to values.
+pub async fn scrape(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> std::collections::HashMap<String, f64> {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// One series of this server's `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let all = scrape(&self.http, &self.url("/metrics"), None).await;
+        all.get(series).copied().unwrap_or(0.0)
+    }
+}

@@ -11,8 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,7 +19,8 @@ use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 use beacon_protocol::Stats;
 use beacon_store::{Backend, StoreConfig};
-use fantoccini::{Client, ClientBuilder, Locator};
+use beacon_testkit::browser::{browser, chromedriver, may_run, start_chromedriver};
+use fantoccini::{Client, Locator};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -31,20 +31,12 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The chromedriver to use, or why the test cannot run.
-fn prerequisites() -> Result<PathBuf, String> {
+/// Why the test cannot run, if it cannot.
+fn prerequisites() -> Result<(), String> {
     if !manifest_dir().join("pkg/beacon.js").is_file() {
         return Err("sdk-wasm/pkg/ is not built: run scripts/build-wasm".into());
     }
-    let driver = std::env::var_os("CHROMEDRIVER")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|dir| dir.join("chromedriver"))
-                .find(|p| p.is_file())
-        })
-        .ok_or("chromedriver not found (Debian: apt-get install chromium chromium-driver)")?;
-    Ok(driver)
+    chromedriver().map(|_| ())
 }
 
 /// Serves `examples/web` as a static host would, pointing the snippet at `beacon` and
@@ -97,52 +89,6 @@ async fn start_site(beacon: String) -> SocketAddr {
     addr
 }
 
-async fn start_chromedriver(driver: &Path) -> (tokio::process::Child, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-/// Headless Chromium, under the user agent of a person's Chrome: its own says
-/// `HeadlessChrome`, which Beacon leaves out as a bot.
-async fn browser(webdriver: &str) -> Client {
-    let mut caps = serde_json::Map::new();
-    let mut chrome = json!({ "args": [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-    ]});
-    if Path::new("/usr/bin/chromium").is_file() {
-        chrome["binary"] = json!("/usr/bin/chromium");
-    }
-    caps.insert("goog:chromeOptions".into(), chrome);
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(webdriver)
-        .await
-        .unwrap()
-}
-
 /// Waits for the snippet to load its wasm; true if this visit is tracked.
 async fn wait_ready(browser: &Client) -> bool {
     let tracked = browser
@@ -183,16 +129,10 @@ async fn wait_for_total(http: &reqwest::Client, beacon: &str, total: u64) -> Sta
 
 #[tokio::test]
 async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
-    let driver = match prerequisites() {
-        Ok(driver) => driver,
-        Err(why) if std::env::var("BEACON_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("browser end-to-end test cannot run: {why}")
-        }
-        Err(why) => {
-            eprintln!("\n!!!!!!!! SKIPPED: browser end-to-end test: {why} !!!!!!!!\n");
-            return;
-        }
-    };
+    if !may_run(prerequisites()) {
+        return;
+    }
+    let driver = chromedriver().unwrap();
 
     // The real server with the worker inside, serving the built SDK.
     let data = tempfile::tempdir().unwrap();
@@ -208,7 +148,7 @@ async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
     }));
     let site = format!("http://{}", start_site(beacon.clone()).await);
     let (_chromedriver, webdriver) = start_chromedriver(&driver).await;
-    let browser = browser(&webdriver).await;
+    let browser = browser(&webdriver, 1280, 800).await;
     let http = reqwest::Client::new();
 
     // Home, arriving from another host by a tagged link: a page view on load and a

@@ -27,6 +27,7 @@ mod access;
 mod admin;
 mod client_ip;
 mod cookieless;
+mod dashboard;
 mod docs;
 mod enrich;
 pub mod error;
@@ -150,6 +151,7 @@ fn route_groups() -> Routes {
         reads: OpenApiRouter::new()
             .routes(routes!(routes::get_stats))
             .routes(routes!(query::post_query))
+            .routes(routes!(dashboard::sites))
             .routes(routes!(admin::create_site, admin::list_sites))
             .routes(routes!(
                 admin::get_site,
@@ -165,7 +167,11 @@ fn route_groups() -> Routes {
             .routes(routes!(health::live))
             .routes(routes!(health::ready))
             .routes(routes!(openapi::openapi_json))
-            .routes(routes!(openapi::docs)),
+            .routes(routes!(openapi::docs))
+            .routes(routes!(dashboard::root))
+            .routes(routes!(dashboard::page))
+            .routes(routes!(dashboard::style))
+            .routes(routes!(dashboard::script)),
     }
 }
 

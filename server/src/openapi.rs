@@ -31,6 +31,7 @@ use utoipa::{IntoResponses, Modify};
         (name = "read", description = "Stats and queries: a site's read key or the admin token (open without ADMIN_TOKEN)."),
         (name = "admin", description = "Sites, keys, exports and erasure: the admin token."),
         (name = "ops", description = "Health, metrics and this description."),
+        (name = "dashboard", description = "The dashboard's page and files."),
     )
 )]
 struct Base;

@@ -299,6 +299,11 @@ async fn the_openapi_description_covers_every_route_and_validates() {
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
         ("GET", "/sdk/{file}"),
+        ("GET", "/api/v2/sites"),
+        ("GET", "/"),
+        ("GET", "/dashboard"),
+        ("GET", "/dashboard/dashboard.css"),
+        ("GET", "/dashboard/dashboard.js"),
     ];
     let described: Vec<(String, String)> = operations
         .iter()

@@ -241,6 +241,12 @@ impl Store {
         dispatch!(self.sites())
     }
 
+    /// The ids of sites with processed events, in order, at most `limit` (anyone may
+    /// send events for any site id in open mode, so the list is cut off).
+    pub async fn sites_with_events(&self, limit: usize) -> Result<Vec<String>> {
+        dispatch!(self.sites_with_events(limit))
+    }
+
     /// One site, if registered.
     pub async fn site(&self, site_id: &str) -> Result<Option<Site>> {
         dispatch!(self.site(site_id))

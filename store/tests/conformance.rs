@@ -631,3 +631,24 @@ async fn mongo_rollup_buckets_forget_finished_batches() {
         assert_eq!(applied.len(), 1, "only the last batch: {bucket}");
     }
 }
+
+#[tokio::test]
+async fn sites_with_events_are_listed_in_order_and_cut_off() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        assert!(store.sites_with_events(10).await.unwrap().is_empty());
+        let now = Utc::now();
+        let events = ["site-c", "site-a", "site-b", "site-a"]
+            .iter()
+            .map(|site| event(site, "/", None, now))
+            .collect();
+        enqueue(&store, events).await;
+        drain(&store).await;
+        let all = store.sites_with_events(10).await.unwrap();
+        assert_eq!(all, ["site-a", "site-b", "site-c"], "{}", b.name);
+        assert_eq!(
+            store.sites_with_events(2).await.unwrap(),
+            ["site-a", "site-b"]
+        );
+    }
+}

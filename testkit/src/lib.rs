@@ -1,12 +1,13 @@
 //! Test support shared by Beacon's crates: a fresh, isolated database for each test on
 //! every backend that this machine can run (this file), a server configuration for
 //! tests, helpers that drive a store (`store`), a proxy that injects network faults
-//! (`proxy`) and one that speaks TLS (`tls`).
+//! (`proxy`), one that speaks TLS (`tls`), and headless Chromium (`browser`).
 //!
 //! MongoDB tests use `MONGO_URL` (as `scripts/test` sets it) with a new database per test.
 //! When it is unset they are skipped with a loud line, unless `BEACON_REQUIRE_MONGO=1`
 //! (set by `scripts/test`), where a missing MongoDB fails the test instead.
 
+pub mod browser;
 mod proxy;
 pub mod store;
 mod tls;

@@ -38,6 +38,28 @@ impl MongoStore {
         docs.iter().map(read_site).collect()
     }
 
+    /// The ids of sites with processed events, in order, at most `limit`, read from the
+    /// rollups' index (which starts with the site).
+    pub(crate) async fn sites_with_events(&self, limit: usize) -> Result<Vec<String>> {
+        self.check_ready()?;
+        let pipeline = [
+            doc! { "$sort": { "site_id": 1 } },
+            doc! { "$group": { "_id": "$site_id" } },
+            doc! { "$sort": { "_id": 1 } },
+            doc! { "$limit": i64::try_from(limit).unwrap_or(i64::MAX) },
+        ];
+        let docs: Vec<Document> = self
+            .rollups
+            .aggregate(pipeline)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
+    }
+
     /// One site, if registered.
     pub(crate) async fn site(&self, site_id: &str) -> Result<Option<Site>> {
         self.check_ready()?;

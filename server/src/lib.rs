@@ -18,7 +18,8 @@
 //!   and exports.
 //! - `health` answers `/health`, `/health/live` and `/health/ready`; `openapi` describes
 //!   every route (`/openapi.json`) and `docs` renders the description (`/docs`);
-//!   `/metrics` comes from `beacon-telemetry`.
+//!   `/metrics` comes from `beacon-telemetry`; `dashboard` serves the dashboard's files
+//!   and the sites its picker lists.
 //!
 //! The server only queues. Moving events into `events` is the worker's job: a separate
 //! `beacon-worker` process on MongoDB, or a task inside this process on the embedded store.

@@ -361,6 +361,8 @@ async function load() {
   const run = ++generation;
   renderControls();
   showError("");
+  // Dimmed while the numbers on show are not yet the view's (a slow filtered query).
+  $("#report").setAttribute("aria-busy", "true");
   const filters = view.filters;
   const range = dateRange();
   const totals = query({ metrics: CARDS, date_range: range, filters });
@@ -396,6 +398,8 @@ async function load() {
   if (run !== generation) return;
   renderCards(values, then.results[0] ? then.results[0].metrics : CARDS.map(() => 0));
   await Promise.all(tables);
+  if (run !== generation) return;
+  $("#report").removeAttribute("aria-busy");
   document.body.dataset.loaded = String(run);
   // The first full render's time since navigation began, for benchmarks and the curious.
   if (!document.body.dataset.renderMs) document.body.dataset.renderMs = String(Math.round(performance.now()));
@@ -462,6 +466,7 @@ function failed(error) {
     return;
   }
   $("#loading").hidden = true;
+  $("#report").removeAttribute("aria-busy");
   showError(`Could not load the numbers: ${error.message}`);
 }
 

@@ -12,6 +12,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use beacon_protocol::Event;
@@ -38,9 +39,27 @@ const SERVER_SIDE_CLIENTS: &[&str] = &[
     "python-urllib",
 ];
 
+/// Most user agents kept parsed.
+const AGENTS_KEPT: usize = 10_000;
+
+/// What a user agent says about its visitor.
+#[derive(Debug, Default)]
+struct Agent {
+    bot: bool,
+    browser: Option<String>,
+    browser_version: Option<String>,
+    os: Option<String>,
+    os_version: Option<String>,
+    device: Option<String>,
+}
+
 /// Turns what a request says about its visitor into an event's [`Context`].
 pub struct Enricher {
     agents: woothee::parser::Parser,
+    /// Agents parsed already: visitors send the same few agents over and over, and
+    /// parsing one (and matching it against the bot list) is most of enrichment's cost.
+    /// Bounded, so that a flood of made-up agents only evicts.
+    seen: quick_cache::sync::Cache<String, Arc<Agent>>,
     bots: isbot::Bots,
     countries: Option<maxminddb::Reader<Vec<u8>>>,
     bot_filter: bool,
@@ -87,6 +106,7 @@ impl Enricher {
             .transpose()?;
         Ok(Self {
             agents: woothee::parser::Parser::new(),
+            seen: quick_cache::sync::Cache::new(AGENTS_KEPT),
             bots: {
                 let mut bots = isbot::Bots::default();
                 bots.remove(SERVER_SIDE_CLIENTS);
@@ -112,8 +132,12 @@ impl Enricher {
         ip: Option<IpAddr>,
         page_host: Option<&str>,
     ) -> Verdict {
-        let agent = event.user_agent.as_deref().or(request_agent);
-        if self.bot_filter && agent.is_some_and(|a| self.is_bot(a)) {
+        let agent = event
+            .user_agent
+            .as_deref()
+            .or(request_agent)
+            .map(|a| self.agent(a));
+        if self.bot_filter && agent.as_ref().is_some_and(|a| a.bot) {
             self.bots_dropped.fetch_add(1, Ordering::Relaxed);
             return Verdict::Bot;
         }
@@ -147,27 +171,40 @@ impl Enricher {
             ..Context::default()
         };
         if let Some(agent) = agent {
-            self.describe_agent(agent, &mut context);
+            context.browser.clone_from(&agent.browser);
+            context.browser_version.clone_from(&agent.browser_version);
+            context.os.clone_from(&agent.os);
+            context.os_version.clone_from(&agent.os_version);
+            context.device.clone_from(&agent.device);
         }
         Verdict::Keep(Box::new(context))
     }
 
-    fn is_bot(&self, agent: &str) -> bool {
-        let crawler = self
-            .agents
-            .parse(agent)
-            .is_some_and(|r| r.category == "crawler");
-        crawler || self.bots.is_bot(agent)
+    /// What `agent` says, from the cache or parsed now.
+    fn agent(&self, agent: &str) -> Arc<Agent> {
+        if let Some(known) = self.seen.get(agent) {
+            return known;
+        }
+        let parsed = Arc::new(self.parse_agent(agent));
+        self.seen.insert(agent.to_owned(), Arc::clone(&parsed));
+        parsed
     }
 
-    /// Browser, system and device type, as usual analytics name them.
-    fn describe_agent(&self, agent: &str, context: &mut Context) {
-        let Some(parsed) = self.agents.parse(agent) else {
-            return;
+    /// Whether `agent` is a bot's; its browser, system and device type, as usual
+    /// analytics name them.
+    fn parse_agent(&self, agent: &str) -> Agent {
+        let parsed = self.agents.parse(agent);
+        let crawler = parsed.as_ref().is_some_and(|r| r.category == "crawler");
+        let mut described = Agent {
+            bot: crawler || self.bots.is_bot(agent),
+            ..Agent::default()
+        };
+        let Some(parsed) = parsed else {
+            return described;
         };
         let known = |v: &str| (!v.is_empty() && v != "UNKNOWN").then(|| v.to_owned());
-        context.browser = known(parsed.name);
-        context.browser_version = known(parsed.version.split('.').next().unwrap_or_default());
+        described.browser = known(parsed.name);
+        described.browser_version = known(parsed.version.split('.').next().unwrap_or_default());
         let (os, os_version) = match parsed.os {
             windows if windows.starts_with("Windows") => (
                 Some("Windows".to_owned()),
@@ -178,12 +215,12 @@ impl Enricher {
             "ChromeOS" => (Some("Chrome OS".to_owned()), known(&parsed.os_version)),
             other => (known(other), known(&parsed.os_version)),
         };
-        context.os = os;
-        context.os_version = os_version;
+        described.os = os;
+        described.os_version = os_version;
         let tablet = parsed.os == "iPad"
             || agent.contains("Tablet")
             || (parsed.os == "Android" && !agent.contains("Mobile"));
-        context.device = match parsed.category {
+        described.device = match parsed.category {
             "pc" => Some("Desktop"),
             "smartphone" | "mobilephone" if tablet => Some("Tablet"),
             "smartphone" | "mobilephone" => Some("Mobile"),
@@ -191,6 +228,7 @@ impl Enricher {
             _ => None,
         }
         .map(str::to_owned);
+        described
     }
 
     /// The ISO code of `ip`'s country, if the database knows it.

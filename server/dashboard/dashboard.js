@@ -420,9 +420,17 @@ function renderChart(chart, previous) {
   $("#chart").dataset.labels = String(labels.length);
 }
 
-async function siteHasEvents() {
-  const all = await query({ metrics: ["events"], date_range: "all" });
+async function siteHasEvents(site = view.site) {
+  const all = await api("POST", "/api/v2/query", { site_id: site, metrics: ["events"], date_range: "all" });
   return Boolean(all.results[0] && all.results[0].metrics[0] > 0);
+}
+
+// The site to open when the URL names none: the first of the first few with events.
+async function firstWithEvents(sites) {
+  for (const site of sites.slice(0, 10)) {
+    if (await siteHasEvents(site)) return site;
+  }
+  return sites[0];
 }
 
 function showEmpty() {
@@ -489,7 +497,7 @@ async function start() {
   picker.replaceChildren(...sites.map((s) => el("option", { value: s, textContent: s })));
   if (!view.site) {
     if (!sites.length) { showEmpty(); return; }
-    view.site = sites[0];
+    view.site = await firstWithEvents(sites);
     history.replaceState(null, "", `${location.pathname}?site_id=${encodeURIComponent(view.site)}&period=${view.period}`);
   }
   buildTables();

@@ -66,6 +66,8 @@ let access = "open";
 let view = readView();
 let selectedTabs = {};
 let generation = 0;
+// The chart's last answers, to redraw it at a new width without asking again.
+let lastChart = null;
 
 // ---- the URL -------------------------------------------------------------------------
 
@@ -406,6 +408,7 @@ async function load() {
 }
 
 function renderChart(chart, previous) {
+  lastChart = [chart, previous];
   const labels = chart.meta.time_labels || [];
   const byLabel = new Map(chart.results.map((r) => [r.dimensions[0], r.metrics]));
   const visitors = labels.map((l) => (byLabel.get(l) || [0, 0])[0]);
@@ -564,7 +567,7 @@ function wire() {
   let resized;
   window.addEventListener("resize", () => {
     clearTimeout(resized);
-    resized = setTimeout(() => { if (!$("#report").hidden) load().catch(failed); }, 250);
+    resized = setTimeout(() => { if (lastChart && !$("#report").hidden) renderChart(...lastChart); }, 250);
   });
   setInterval(() => { if (!document.hidden) realtime(); }, REALTIME_EVERY_MS);
 }

@@ -151,8 +151,10 @@ pub async fn sites(
     let (sites, access) = match access {
         Access::Site(site) => (vec![site], "site"),
         Access::Open | Access::Admin => {
-            let mut sites = with_timeout(timeout, state.store.sites_with_events(MAX_SITES)).await?;
-            let registered = with_timeout(timeout, state.store.sites()).await?;
+            let (mut sites, registered) = tokio::try_join!(
+                with_timeout(timeout, state.store.sites_with_events(MAX_SITES)),
+                with_timeout(timeout, state.store.sites()),
+            )?;
             sites.extend(registered.into_iter().map(|s| s.site_id));
             sites.sort();
             sites.dedup();

@@ -32,8 +32,8 @@ pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, 
     let status = if dead > 0 || full { "degraded" } else { "ok" };
     let (other_hosts, unregistered) = state.sites.refused();
     let oldest_age = queue
-        .oldest
-        .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        .oldest_age(Utc::now())
+        .map(|age| age.as_millis() as f64 / 1000.0);
     Ok(Json(json!({
         "status": status,
         "queue_depth": queue.depth,

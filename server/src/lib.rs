@@ -305,21 +305,15 @@ pub async fn run(
             "ADMIN_TOKEN is not set: anyone who can reach this server can read every site's stats, and the admin API is off"
         );
     }
-    beacon_telemetry::install();
     let state = AppState::new(store.clone(), &config)?;
     let (stop, stopped) = watch::channel(false);
     if let Some(port) = state.observe.metrics_port {
-        let listener = TcpListener::bind((config.host, port)).await?;
-        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
         let mut stopped = stopped.clone();
         let until_stopped = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        tokio::spawn(beacon_telemetry::serve(
-            listener,
-            metrics_router(&state),
-            until_stopped,
-        ));
+        let addr = std::net::SocketAddr::new(config.host, port);
+        beacon_telemetry::serve(addr, metrics_router(&state), until_stopped).await?;
     }
     let router = app(state, &config.sdk_dir, RateLimits::from_config(&config));
     let background = if config.run_worker {

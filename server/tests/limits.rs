@@ -67,16 +67,10 @@ async fn a_thousand_half_sent_requests_do_not_stop_a_new_client_and_are_closed()
 async fn sigterm_with_hanging_clients_exits_within_the_shutdown_deadline() {
     let data = tempfile::tempdir().unwrap();
     let port = beacon_testkit::free_port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_beacon-server"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("DATA_DIR", data.path())
+    let mut server = common::server_binary(data.path(), port)
         .env("HEADER_TIMEOUT_MS", "600000")
         .env("SHUTDOWN_TIMEOUT_MS", "500")
         .env("RUST_LOG", "warn")
-        .current_dir(data.path())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let addr = format!("127.0.0.1:{port}");

@@ -36,15 +36,9 @@ fn the_binary_lists_every_setting_and_its_version() {
 async fn json_logs_are_one_object_per_line() {
     let data = tempfile::tempdir().unwrap();
     let port = beacon_testkit::free_port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_beacon-server"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("DATA_DIR", data.path())
+    let mut server = common::server_binary(data.path(), port)
         .env("LOG_FORMAT", "json")
-        .current_dir(data.path())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();

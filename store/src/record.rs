@@ -247,6 +247,14 @@ pub struct QueueStatus {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+impl QueueStatus {
+    /// How long the oldest waiting event has waited by `now`, if any waits (zero if its
+    /// clock ran ahead of this one).
+    pub fn oldest_age(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        self.oldest.map(|t| (now - t).to_std().unwrap_or_default())
+    }
+}
+
 /// Which stored events to read: a site's, in `[from, to)`, ordered by timestamp then
 /// id, after a given one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus text format, behind a bearer token when one is set.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,18 +40,24 @@ pub fn router<S>(store: Store, token: Option<String>, timeout: Duration) -> Rout
         .with_state(exporter)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves: `METRICS_PORT`.
+/// Listens on `addr` (`METRICS_PORT`) and serves `router` there in the background
+/// until `shutdown` resolves. Fails only if the address cannot be bound.
 pub async fn serve(
-    listener: TcpListener,
+    addr: SocketAddr,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "the metrics listener failed");
-    }
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "the metrics listener failed");
+        }
+    });
+    Ok(())
 }
 
 async fn metrics(State(exporter): State<Exporter>, headers: HeaderMap) -> Response {
@@ -92,9 +99,7 @@ async fn refresh_queue(exporter: &Exporter) {
     };
     match tokio::time::timeout(exporter.timeout, read).await {
         Ok(Ok((queue, dead))) => {
-            let age = queue
-                .oldest
-                .and_then(|t| (chrono::Utc::now() - t).to_std().ok());
+            let age = queue.oldest_age(chrono::Utc::now());
             crate::record::queue(queue.depth, age, dead);
         }
         Ok(Err(e)) => crate::store_error(e.kind()),

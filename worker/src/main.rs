@@ -1,7 +1,6 @@
 use anyhow::Context;
 use beacon_config::{WorkerConfig, process};
 use beacon_store::Store;
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -10,23 +9,17 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(config.store.clone())
         .await
         .context("cannot open the store")?;
-    beacon_telemetry::install();
     if let Some(port) = config.observe.metrics_port {
-        let listener = TcpListener::bind(("0.0.0.0", port))
-            .await
-            .with_context(|| format!("cannot listen on METRICS_PORT={port}"))?;
-        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
         let router = beacon_telemetry::router(
             store.clone(),
             config.observe.metrics_token.clone(),
             config.store.write_timeout,
         );
-        // Ends with the process.
-        tokio::spawn(beacon_telemetry::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
+        // Serves until the process ends.
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        beacon_telemetry::serve(addr, router, std::future::pending())
+            .await
+            .with_context(|| format!("cannot listen on METRICS_PORT={port}"))?;
     }
     beacon_worker::run(config, store, process::shutdown_signal()).await;
     Ok(())

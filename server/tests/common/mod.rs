@@ -199,3 +199,17 @@ impl TestApp {
         all.get(series).copied().unwrap_or(0.0)
     }
 }
+
+/// The real `beacon-server` binary on 127.0.0.1:`port`, with its data in `data` and
+/// nothing else from this environment; the caller adds settings and spawns it.
+pub fn server_binary(data: &std::path::Path, port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_beacon-server"));
+    command
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("DATA_DIR", data)
+        .current_dir(data)
+        .kill_on_drop(true);
+    command
+}

@@ -93,6 +93,14 @@ pub enum ApiError {
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
+    /// The route exists, but not for this method.
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The route.
+        path: String,
+    },
     /// No such thing (a site, a key).
     #[error("{0}")]
     Missing(String),
@@ -135,6 +143,7 @@ impl ApiError {
             Self::NotFound(_) | Self::Missing(_) | Self::SdkFileMissing(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -202,12 +202,13 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         exports,
         ops,
     } = route_groups();
-    let (mut ingest, mut reads, mut exports, ops) = (
-        Router::from(ingest),
-        Router::from(reads),
-        Router::from(exports),
-        Router::from(ops),
-    );
+    // A wrong method gets the API's JSON error; set before the layers, so that CORS
+    // still answers preflights.
+    let routed = |group: OpenApiRouter<AppState>| {
+        Router::from(group).method_not_allowed_fallback(routes::method_not_allowed)
+    };
+    let (mut ingest, mut reads, mut exports, ops) =
+        (routed(ingest), routed(reads), routed(exports), routed(ops));
     if let Some(limit) = limits.ingest {
         ingest = ingest.layer(limit);
     }

@@ -334,3 +334,12 @@ pub async fn get_stats(
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(uri.path().to_owned())
 }
+
+/// A route asked with a method it does not take: the API's JSON error rather than
+/// axum's empty `405`.
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

@@ -185,6 +185,19 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
     }
     let (got, json) = app.get("/nowhere").await;
     assert_eq!((got, json["error"].as_str()), (404, Some("not_found")));
+    // A route asked with the wrong method answers in the same JSON shape.
+    let (got, json) = app.send(reqwest::Method::POST, "/stats", None, None).await;
+    assert_eq!(
+        (got, json["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let (got, json) = app
+        .send(reqwest::Method::DELETE, "/event", None, None)
+        .await;
+    assert_eq!(
+        (got, json["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
     // Nothing bad was queued.
     assert_eq!(app.get("/health").await.1["queue_depth"], 0);
     assert_eq!(app.get("/health/ready").await.1["status"], "ready");

@@ -7,9 +7,7 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
-use beacon_testkit::browser::{browser, chromedriver, start_chromedriver};
+use beacon_testkit::browser::time_in_fresh_browsers;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -28,29 +26,13 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let driver = chromedriver().unwrap_or_else(|why| panic!("{why}"));
-    let (_driver, webdriver) = start_chromedriver(&driver).await;
-    let mut times = Vec::new();
-    for run in 1..=args.runs {
-        let client = browser(&webdriver, 1280, 800).await;
-        client.goto(&args.url).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let ms = loop {
-            let value = client
-                .execute("return document.body.dataset.renderMs || null", vec![])
-                .await
-                .unwrap();
-            if let Some(ms) = value.as_str().and_then(|v| v.parse::<u64>().ok()) {
-                break ms;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never rendered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        println!("run {run}: first full render in {ms} ms");
-        times.push(ms);
-        client.close().await.unwrap();
-    }
-    times.sort_unstable();
+    let times = time_in_fresh_browsers(
+        &args.url,
+        args.runs,
+        "return document.body.dataset.renderMs || null",
+        "first full render",
+    )
+    .await;
     let median = times[times.len() / 2];
     let max = times[times.len() - 1];
     println!("median {median} ms, max {max} ms over {} runs", times.len());

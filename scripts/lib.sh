@@ -81,8 +81,8 @@ wasm_bindgen_version() {
   awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
 }
 
-# ensure_wasm_toolchain: the wasm32 target and the wasm-bindgen CLI (with its test
-# runner) at the locked version. Returns non-zero, having said why, if either cannot be
+# ensure_wasm_toolchain: the wasm32 target and the wasm-bindgen CLI at the locked
+# version. Returns non-zero, having said why, if either cannot be
 # installed.
 ensure_wasm_toolchain() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
@@ -126,6 +126,7 @@ ensure_browser() {
 }
 
 BINARYEN_VERSION="132.0.0"
+TERSER_VERSION="5.51.4"
 
 # find_wasm_opt: sets WASM_OPT to a wasm-opt that reads what today's rustc and
 # wasm-bindgen emit (bulk memory, reference types): version 116 or later. Debian 12's
@@ -149,5 +150,21 @@ find_wasm_opt() {
     WASM_OPT=$npm_wasm_opt
   else
     echo "no usable wasm-opt (need binaryen >= 116, found '${v:-none}'; npm unavailable)"
+  fi
+}
+
+# find_terser: sets TERSER to terser (npm, into .tools/, git-ignored), the JavaScript
+# minifier that shrinks the snippet and the wasm-bindgen glue every visitor downloads.
+# Leaves it empty, having said why, if npm is unavailable.
+find_terser() {
+  TERSER=.tools/terser/node_modules/.bin/terser
+  if [[ ! -x "$TERSER" ]] && command -v npm >/dev/null; then
+    say "installing terser (npm terser@$TERSER_VERSION into .tools/)"
+    npm install --silent --no-audit --no-fund --prefix .tools/terser "terser@$TERSER_VERSION" >/dev/null \
+      || echo "npm install terser failed"
+  fi
+  if [[ ! -x "$TERSER" ]]; then
+    echo "no terser (npm unavailable): the JavaScript is not minified"
+    TERSER=""
   fi
 }

@@ -1,30 +1,90 @@
-/*! Beacon browser snippet. <script defer src=".../sdk/beacon.js" data-site-id="…"></script>
- * Loads the wasm tracker, hands it the page's events, and never throws into the page. */
+/*! Beacon browser snippet. <script defer src=".../sdk/beacon.js" data-site-id="…"></script> */
+// Loads the wasm tracker and does the browser's part for it: listening to the page,
+// reading the location, localStorage, the clock and randomness, and sending with fetch
+// and sendBeacon. The tracker keeps the state and the rules. Nothing here throws into
+// the page: every call into the tracker goes through call(), and a failure there
+// disables tracking, never the page.
 (function () {
-  var w = window, d = document, script = d.currentScript;
-  var existing = w.beacon;
-  var pending = (existing && existing.q) || [];
-  var tracker = null, dead = false;
+  var w = window, d = document, script = d.currentScript, nav = navigator;
+  var OPT_OUT = "beacon_opt_out", USER = "beacon_uid";
+  // Calls made before the tracker loads: the site's own stub queue (`beacon.q`, of
+  // [method, [arguments]]), and this snippet's recordings, kept with their time.
+  var stubbed = (w.beacon && w.beacon.q) || [], early = [];
+  var tracker = null, dead = false, endpoint, hashRouting, sent = 0, settle;
 
-  function warn(message, error) {
-    try { console.warn("beacon: " + message, error || ""); } catch (_) {}
+  function warn(message, detail) {
+    try { console.warn("beacon: " + message, detail || ""); } catch (_) {}
   }
-  // Every call into wasm goes through here: a failure disables tracking, never the page.
+  function store(key, value) {
+    try {
+      var s = w.localStorage;
+      return value === undefined ? s.getItem(key) : value === null ? s.removeItem(key) : s.setItem(key, value);
+    } catch (_) { return null; }
+  }
+  function optedOut() { return store(OPT_OUT) === "1"; }
+  function random() { return crypto.getRandomValues(new Uint32Array(1))[0]; }
+  // The path as the site routes: the pathname, plus the hash when hash-routed. The
+  // query string is left out: it often carries personal data.
+  function path() { var l = w.location; return l.pathname + (hashRouting ? l.hash : ""); }
+
   function call(name, args) {
-    if (dead) return;
-    if (!tracker) { if (pending.length < 100) pending.push([name, args || []]); return; }
+    if (dead || !tracker) return;
     try { return tracker[name].apply(tracker, args || []); }
     catch (e) { dead = true; warn("disabled after an error", e); }
   }
+  // Records an event on this page (kept until the tracker loads); sends if asked to.
+  function record(type, props, keys, navigated) {
+    var args = [type, path(), props, keys, !!navigated];
+    if (!tracker) { if (early.length < 100) early.push(args); return; }
+    if (call("record", args)) flush();
+  }
 
-  var settle;
+  // Sends what waits. While the page stays, with keepalive fetch (events that fail for a
+  // reason that may pass come back to the tracker for the next try); when it is going
+  // away, with sendBeacon, which the browser delivers after the page is gone.
+  function flush(closing) {
+    for (var body, id; (body = call("next_body", [id = ++sent])); ) {
+      if (closing && nav.sendBeacon(endpoint, body)) { call("settled", [id, 202]); continue; }
+      post(id, body);
+    }
+  }
+  function post(id, body) {
+    // A string body goes as text/plain: a "simple" request, with no CORS preflight.
+    fetch(endpoint, { method: "POST", body: body, mode: "cors", keepalive: true }).then(
+      function (r) { if (call("settled", [id, r.status])) warn("the server refused a batch", r.status); },
+      function () { call("settled", [id, 0]); });
+  }
+
+  // A click counts on an element marked data-beacon-click (named by the mark, or by its
+  // text), or on a link to another site.
+  function click(target) {
+    var hit = target && target.closest && target.closest("[data-beacon-click],a[href]");
+    if (!hit) return;
+    var name = hit.getAttribute("data-beacon-click"), props = {};
+    if (name !== null) {
+      props.name = Array.from((name.trim() || hit.textContent || "").trim()).slice(0, 64).join("");
+    } else if (/^https?:$/.test(hit.protocol) && hit.host && hit.host !== w.location.host) {
+      props.outbound = hit.href;
+    } else return;
+    custom("click", props);
+  }
+  function custom(type, props) {
+    var json = null, keys = 0;
+    if (props != null) {
+      if (typeof props !== "object" || Array.isArray(props)) return warn("track: props must be a plain object; event not sent");
+      try { json = JSON.stringify(props); keys = Object.keys(props).length; }
+      catch (e) { return warn("track: props cannot be sent", e); }
+    }
+    record(String(type), json, keys);
+  }
+
   w.beacon = {
     // Resolves once the tracker is loaded: true if this visit is tracked.
     ready: new Promise(function (resolve) { settle = resolve; }),
-    track: function (type, props) { call("track", [String(type), props === undefined ? null : props]); },
-    pageView: function () { call("page_view"); },
-    optOut: function () { call("opt_out"); },
-    optIn: function () { call("opt_in"); }
+    track: custom,
+    pageView: function () { record("page_view"); },
+    optOut: function () { store(OPT_OUT, "1"); call("clear"); },
+    optIn: function () { store(OPT_OUT, null); }
   };
   if (!script || !script.src) { settle(false); return warn("load me with <script src=…>"); }
 
@@ -44,40 +104,52 @@
         if (/^utm_(source|medium|campaign|content|term)$/.test(k) && fits(v, 256)) a[k] = v;
       });
     } catch (_) {}
-    return a;
+    return JSON.stringify(a);
   }
 
   var base = script.src.replace(/[?#].*$/, "").replace(/[^/]*$/, "");
   var version = "__BEACON_VERSION__";
   import(base + "beacon_wasm.js?v=" + version)
     .then(function (wasm) {
-      return wasm.default({ module_or_path: base + "beacon_wasm_bg.wasm?v=" + version })
-        .then(function () { tracker = wasm.start(script, arrival()); });
+      return wasm.default({ module_or_path: base + "beacon_wasm_bg.wasm?v=" + version }).then(function () {
+        var l = w.location;
+        var facts = {
+          src: script.src, hostname: l.hostname, protocol: l.protocol, uid: store(USER), arrival: arrival(),
+          dnt: nav.doNotTrack == "1" ? "1" : null, gpc: nav.globalPrivacyControl ? "1" : null
+        };
+        tracker = wasm.start(function (name) {
+          return name in facts ? facts[name] : script.getAttribute(name);
+        }, random, optedOut);
+      });
     })
     .then(function () {
-      var history = w.history;
+      endpoint = call("endpoint");
+      hashRouting = call("hash_routing");
+      var id = call("user_id");
+      if (id) store(USER, id);
+      // The page view of the load goes at once: a visit that ends before the first tick
+      // and without pagehide (a killed mobile tab) still counts, and shows in realtime.
+      record("page_view");
+      flush();
+      var history = w.history, navigated = function () { record("page_view", null, 0, true); };
       ["pushState", "replaceState"].forEach(function (method) {
         var original = history[method];
         if (typeof original !== "function") return;
         history[method] = function () {
           var result = original.apply(this, arguments);
-          call("navigated");
+          navigated();
           return result;
         };
       });
-      w.addEventListener("popstate", function () { call("navigated"); });
-      var hashRouting = script.getAttribute("data-hash-routing");
-      if (hashRouting !== null && !/^\s*(false|0|no|off)\s*$/.test(hashRouting)) {
-        w.addEventListener("hashchange", function () { call("navigated"); });
-      }
-      d.addEventListener("click", function (e) { call("click", [e.target]); }, true);
-      d.addEventListener("auxclick", function (e) { if (e.button === 1) call("click", [e.target]); }, true);
-      d.addEventListener("visibilitychange", function () {
-        if (d.visibilityState === "hidden") call("flush", [true]);
-      });
-      w.addEventListener("pagehide", function () { call("flush", [true]); });
-      var queued = pending; pending = [];
-      queued.forEach(function (c) { call(c[0], c[1]); });
+      w.addEventListener("popstate", navigated);
+      if (hashRouting) w.addEventListener("hashchange", navigated);
+      d.addEventListener("click", function (e) { click(e.target); }, true);
+      d.addEventListener("auxclick", function (e) { if (e.button === 1) click(e.target); }, true);
+      d.addEventListener("visibilitychange", function () { if (d.visibilityState === "hidden") flush(true); });
+      w.addEventListener("pagehide", function () { flush(true); });
+      setInterval(flush, call("flush_ms"));
+      early.forEach(function (args) { if (call("record", args)) flush(); });
+      stubbed.forEach(function (c) { try { w.beacon[c[0]].apply(null, c[1] || []); } catch (_) {} });
       settle(!!call("tracking"));
     })
     .catch(function (e) { dead = true; warn("not started", e); settle(false); });

@@ -1,6 +1,8 @@
 //! Events waiting to be sent, already serialized, cut into request bodies that fit what
 //! `navigator.sendBeacon` and `fetch(…, {keepalive})` accept.
 
+use std::collections::VecDeque;
+
 use beacon_protocol::limits::MAX_BATCH_EVENTS;
 
 /// Browsers refuse `sendBeacon` and keepalive bodies beyond 64 KiB in flight per page.
@@ -21,7 +23,7 @@ pub struct Body {
 /// The pending events, oldest first, each as compact JSON.
 #[derive(Debug, Default)]
 pub struct Buffer {
-    events: Vec<String>,
+    events: VecDeque<String>,
     dropped: u64,
 }
 
@@ -29,60 +31,52 @@ impl Buffer {
     /// Adds an event, dropping the oldest when full.
     pub fn push(&mut self, event_json: String) {
         if self.events.len() >= MAX_BUFFERED {
-            self.events.remove(0);
+            self.events.pop_front();
             self.dropped += 1;
         }
-        self.events.push(event_json);
+        self.events.push_back(event_json);
     }
 
     /// Puts events that failed to send back in front, in their order, within the bound.
+    /// The oldest of them are the ones given up on when there is no room.
     pub fn requeue(&mut self, events: Vec<String>) {
-        let room = MAX_BUFFERED.saturating_sub(self.events.len());
-        let keep = events.len().min(room);
-        self.dropped += (events.len() - keep) as u64;
-        // The oldest of the failed events are the ones to give up on.
-        let skip = events.len() - keep;
-        self.events.splice(0..0, events.into_iter().skip(skip));
+        for event in events.into_iter().rev() {
+            if self.events.len() >= MAX_BUFFERED {
+                self.dropped += 1;
+            } else {
+                self.events.push_front(event);
+            }
+        }
     }
 
-    /// Everything pending, as bodies of at most [`MAX_BODY_BYTES`] and
-    /// [`MAX_BATCH_EVENTS`] events each.
-    pub fn take_bodies(&mut self, cookieless: bool) -> Vec<Body> {
+    /// The oldest events waiting, as one body of at most [`MAX_BODY_BYTES`] and
+    /// [`MAX_BATCH_EVENTS`] events; `None` when nothing waits.
+    pub fn next_body(&mut self, cookieless: bool) -> Option<Body> {
         let tail = if cookieless {
             "],\"cookieless\":true}"
         } else {
             "]}"
         };
-        let head = "{\"events\":[";
-        let mut bodies = Vec::new();
-        let mut current = Body {
-            json: head.to_owned(),
-            events: Vec::new(),
-        };
-        for event in self.events.drain(..) {
-            let full = current.json.len() + 1 + event.len() + tail.len() > MAX_BODY_BYTES
-                || current.events.len() >= MAX_BATCH_EVENTS;
-            if full && !current.events.is_empty() {
-                current.json.push_str(tail);
-                bodies.push(std::mem::replace(
-                    &mut current,
-                    Body {
-                        json: head.to_owned(),
-                        events: Vec::new(),
-                    },
-                ));
+        let mut json = String::from("{\"events\":[");
+        let mut taken = 0;
+        for event in &self.events {
+            let full = json.len() + 1 + event.len() + tail.len() > MAX_BODY_BYTES
+                || taken >= MAX_BATCH_EVENTS;
+            if full && taken > 0 {
+                break;
             }
-            if !current.events.is_empty() {
-                current.json.push(',');
+            if taken > 0 {
+                json.push(',');
             }
-            current.json.push_str(&event);
-            current.events.push(event);
+            json.push_str(event);
+            taken += 1;
         }
-        if !current.events.is_empty() {
-            current.json.push_str(tail);
-            bodies.push(current);
+        if taken == 0 {
+            return None;
         }
-        bodies
+        json.push_str(tail);
+        let events = (0..taken).filter_map(|_| self.events.pop_front()).collect();
+        Some(Body { json, events })
     }
 
     /// Events waiting.
@@ -112,6 +106,10 @@ mod tests {
 
     use super::*;
 
+    fn take_bodies(b: &mut Buffer, cookieless: bool) -> Vec<Body> {
+        std::iter::from_fn(|| b.next_body(cookieless)).collect()
+    }
+
     fn event(i: usize, pad: usize) -> String {
         format!(
             r#"{{"site_id":"s","event_type":"e{i}","path":"/{}"}}"#,
@@ -125,7 +123,7 @@ mod tests {
         for i in 0..3 {
             b.push(event(i, 1));
         }
-        let bodies = b.take_bodies(true);
+        let bodies = take_bodies(&mut b, true);
         assert_eq!(bodies.len(), 1);
         let parsed = parse_batch(bodies[0].json.as_bytes()).unwrap();
         assert!(parsed.cookieless);
@@ -145,7 +143,7 @@ mod tests {
         for i in 0..100 {
             b.push(event(i, 2000));
         }
-        let bodies = b.take_bodies(false);
+        let bodies = take_bodies(&mut b, false);
         assert!(bodies.len() > 1);
         assert!(bodies.iter().all(|body| body.json.len() <= MAX_BODY_BYTES));
         let total: usize = bodies
@@ -166,10 +164,10 @@ mod tests {
         let mut small = Buffer::default();
         small.push(event(1, 0));
         small.push(event(2, 0));
-        let sent = small.take_bodies(false).remove(0).events;
+        let sent = small.next_body(false).unwrap().events;
         small.push(event(3, 0));
         small.requeue(sent);
-        let again = small.take_bodies(false).remove(0).events;
+        let again = small.next_body(false).unwrap().events;
         assert_eq!(again, [event(1, 0), event(2, 0), event(3, 0)]);
     }
 }

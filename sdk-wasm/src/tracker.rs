@@ -1,362 +1,226 @@
-//! The tracker: builds events from the page, buffers them, and sends them with `fetch`
-//! on a timer or with `navigator.sendBeacon` when the page goes away.
+//! The tracker's state and rules: which events are recorded, what each carries, and
+//! what is sent or kept when a send succeeds or fails.
 //!
-//! Nothing here may panic or throw: every browser call that can fail is handled, and a
-//! failure costs at most the events in hand.
+//! It is plain Rust with no browser calls: the snippet reads the page (path, storage,
+//! clock, randomness) and does the sending, and hands the results in as arguments. Each
+//! call across the wasm boundary costs glue in both languages, so the boundary is a few
+//! calls with plain values, and everything here can be tested natively.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::collections::VecDeque;
 
 use beacon_protocol::ValidationError;
 use beacon_protocol::event::{validate_fields, validate_props_size};
-use js_sys::{JSON, Object, Reflect};
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{Element, HtmlAnchorElement, RequestInit, RequestMode, Response, Storage, Window};
 
-use crate::buffer::{Body, Buffer};
+use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::consent::{Blocked, Visit, blocked};
-use crate::ids;
+use crate::{ids, json};
 
-/// `localStorage` key of the anonymous visitor id.
-pub const USER_KEY: &str = "beacon_uid";
-/// `localStorage` key of the visitor's opt-out.
-pub const OPT_OUT_KEY: &str = "beacon_opt_out";
 /// Send early when this many events are waiting, rather than waiting for the timer.
-const FLUSH_AT: usize = 50;
-/// Longest button or link text kept as a click's name.
-const MAX_NAME_CHARS: usize = 64;
+pub const FLUSH_AT: usize = 50;
+/// Bodies handed to the browser and not yet answered. Beyond this the oldest are given
+/// up on (they are probably delivered, by a `fetch` that never reported back).
+pub const MAX_IN_FLIGHT: usize = 16;
 
 /// One page's tracker.
 #[derive(Debug)]
 pub struct Tracker {
     config: Config,
-    window: Window,
     user_id: Option<String>,
-    /// DNT/GPC or a local host: decided once, at start.
+    /// DNT/GPC or a local host: decided once, at start. The opt-out is not: the snippet
+    /// reads it at each call, so that opting out in one tab stops the others.
     blocked_at_start: Option<Blocked>,
-    buffer: RefCell<Buffer>,
-    last_path: RefCell<Option<String>>,
-    /// Where this page load came from, as the loader read it: `referrer` and the URL's
-    /// `utm_*` tags, copied into each event (the server takes a visit's from its first).
-    arrival: Object,
+    buffer: Buffer,
+    /// Bodies being sent, by the id the snippet gave them, with their events to put
+    /// back if the send fails.
+    in_flight: VecDeque<(u32, Vec<String>)>,
+    last_path: Option<String>,
+    /// `"referrer":…,"utm_source":…` as the snippet read them from the page load,
+    /// copied into each event (the server takes a visit's from its first).
+    arrival: String,
+}
+
+/// What a call records: the event's type, the page's path, and its properties as JSON
+/// with the number of their keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// `page_view`, `click` or a custom type.
+    pub event_type: &'a str,
+    /// The page's path as the site routes.
+    pub path: &'a str,
+    /// The properties, a JSON object, and how many keys it has.
+    pub props: Option<(&'a str, u32)>,
+    /// Epoch milliseconds.
+    pub now_ms: f64,
+    /// 10 random bytes for the event id.
+    pub random: [u8; 10],
+    /// A page view after a history change, recorded only if the path changed.
+    pub navigated: bool,
 }
 
 impl Tracker {
-    /// A tracker for `config` on the page in `window`.
-    pub fn new(config: Config, window: Window, arrival: Object) -> Rc<Self> {
-        let visit = read_visit(&window);
+    /// A tracker for `config` on a visit described by `visit`. `stored_user_id` is the
+    /// id kept on this device, if any; `random` makes a new one when there is none.
+    /// `arrival` is the JSON object of the page load's referrer and `utm_*` tags.
+    pub fn new(
+        config: Config,
+        visit: &Visit,
+        stored_user_id: Option<String>,
+        random: [u8; 16],
+        arrival: &str,
+    ) -> Self {
         let blocked_at_start = blocked(
             &config,
             &Visit {
                 opted_out: false,
-                ..visit
+                ..visit.clone()
             },
         );
         let user_id = if config.cookieless || blocked_at_start.is_some() {
             None
         } else {
-            Some(stored_user_id(&window))
+            Some(
+                stored_user_id
+                    .filter(|id| !id.is_empty() && id.len() <= 64)
+                    .unwrap_or_else(|| ids::anonymous_user_id(random)),
+            )
         };
-        Rc::new(Self {
+        let arrival = arrival
+            .strip_prefix('{')
+            .and_then(|a| a.strip_suffix('}'))
+            .unwrap_or_default()
+            .to_owned();
+        Self {
             config,
             user_id,
             blocked_at_start,
-            buffer: RefCell::new(Buffer::default()),
-            last_path: RefCell::new(None),
+            buffer: Buffer::default(),
+            in_flight: VecDeque::new(),
+            last_path: None,
             arrival,
-            window,
-        })
+        }
     }
 
-    /// Why nothing is sent, if so. The opt-out is read each time, so that opting out in
-    /// one tab stops the others.
-    pub fn blocked(&self) -> Option<Blocked> {
-        if opted_out(&self.window) {
+    /// The settings this tracker runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Why nothing is sent, if so.
+    pub fn blocked(&self, opted_out: bool) -> Option<Blocked> {
+        if opted_out {
             return Some(Blocked::OptedOut);
         }
         self.blocked_at_start
     }
 
-    /// The path as this site routes: the pathname, plus the hash when hash-routed.
-    /// Query strings are left out: they often carry personal data.
-    pub fn current_path(&self) -> String {
-        let location = self.window.location();
-        let mut path = location.pathname().unwrap_or_else(|_| "/".to_owned());
-        if self.config.hash_routing {
-            path.push_str(&location.hash().unwrap_or_default());
-        }
-        path
-    }
-
-    /// A page view, always.
-    pub fn page_view(self: &Rc<Self>) {
-        let path = self.current_path();
-        self.last_path.replace(Some(path.clone()));
-        self.record("page_view", Some(path), None);
-    }
-
-    /// A page view if the route changed: history calls that keep the path (a
-    /// `replaceState` for a query string, say) are not new pages.
-    pub fn navigated(self: &Rc<Self>) {
-        let path = self.current_path();
-        if self.last_path.borrow().as_deref() != Some(path.as_str()) {
-            self.page_view();
-        }
-    }
-
-    /// A custom event with optional properties (a plain object).
-    pub fn track(self: &Rc<Self>, event_type: &str, props: &JsValue) {
-        let props = if props.is_undefined() || props.is_null() {
-            None
-        } else if props.is_object() && !js_sys::Array::is_array(props) {
-            Some(props.clone())
-        } else {
-            warn("beacon.track: props must be a plain object; event not sent");
-            return;
-        };
-        self.record(event_type, Some(self.current_path()), props);
-    }
-
-    /// A click anywhere on the page: counted if it hit an element marked
-    /// `data-beacon-click`, or a link to another site.
-    pub fn click(self: &Rc<Self>, target: &JsValue) {
-        let Some(element) = target.dyn_ref::<Element>() else {
-            return;
-        };
-        let Ok(Some(hit)) = element.closest("[data-beacon-click],a[href]") else {
-            return;
-        };
-        let props = Object::new();
-        if let Some(name) = hit.get_attribute("data-beacon-click") {
-            let name = if name.trim().is_empty() {
-                hit.text_content().unwrap_or_default()
-            } else {
-                name
-            };
-            let name: String = name.trim().chars().take(MAX_NAME_CHARS).collect();
-            set(&props, "name", &JsValue::from_str(&name));
-        } else if let Some(link) = hit.dyn_ref::<HtmlAnchorElement>() {
-            let here = self.window.location().host().unwrap_or_default();
-            if !is_outbound(&link.protocol(), &link.host(), &here) {
-                return;
+    /// Records an event unless the visit is blocked. `Ok(true)` asks the snippet to
+    /// send now; `Err` names what was wrong with a refused event.
+    pub fn record(&mut self, opted_out: bool, r: Record<'_>) -> Result<bool, &'static str> {
+        if r.event_type == "page_view" {
+            // History calls that keep the path (a `replaceState` for a query string,
+            // say) are not new pages.
+            if r.navigated && self.last_path.as_deref() == Some(r.path) {
+                return Ok(false);
             }
-            set(&props, "outbound", &JsValue::from_str(&link.href()));
+            self.last_path = Some(r.path.to_owned());
         }
-        self.record("click", Some(self.current_path()), Some(props.into()));
-    }
-
-    /// Builds the event as a JS object and serializes it with `JSON.stringify`: the
-    /// browser already has a JSON writer, and shipping serde's would triple the module.
-    fn record(self: &Rc<Self>, event_type: &str, path: Option<String>, props: Option<JsValue>) {
-        if self.blocked().is_some() {
-            return;
+        if self.blocked(opted_out).is_some() {
+            return Ok(false);
         }
-        let props_json = props
-            .as_ref()
-            .and_then(|p| JSON::stringify(p).ok()?.as_string());
-        if let Err(e) = validate_fields(
+        validate_fields(
             &self.config.site_id,
-            event_type,
-            path.as_deref(),
+            r.event_type,
+            Some(r.path),
             self.user_id.as_deref(),
         )
-        .and_then(|()| match (&props, &props_json) {
-            (Some(p), Some(json)) => validate_props_size(
-                Object::keys(&Object::from(p.clone())).length() as usize,
-                json.len(),
-            ),
-            _ => Ok(()),
-        }) {
-            warn_about(
-                "beacon: event not sent; the problem is in",
-                refused_field(&e),
-            );
-            return;
+        .and_then(|()| match r.props {
+            Some((props, keys)) => validate_props_size(keys as usize, props.len()),
+            None => Ok(()),
+        })
+        .map_err(|e| refused_field(&e))?;
+        let mut event = String::with_capacity(160 + r.path.len() + self.arrival.len());
+        event.push_str("{\"event_id\":\"");
+        event.push_str(&ids::event_id(r.now_ms as u64, r.random));
+        for (name, value) in [
+            ("site_id", Some(self.config.site_id.as_str())),
+            ("event_type", Some(r.event_type)),
+            ("path", Some(r.path)),
+            ("user_id", self.user_id.as_deref()),
+        ] {
+            if let Some(value) = value {
+                event.push_str(if name == "site_id" { "\"," } else { "," });
+                json::push_string(&mut event, name);
+                event.push(':');
+                json::push_string(&mut event, value);
+            }
         }
-        let now_ms = js_sys::Date::now();
-        let mut random = [0u8; 10];
-        if !fill_random(&self.window, &mut random) {
-            return;
+        if !self.arrival.is_empty() {
+            event.push(',');
+            event.push_str(&self.arrival);
         }
-        let event = Object::new();
-        let id = ids::event_id(now_ms as u64, random).to_string();
-        set(&event, "event_id", &JsValue::from_str(&id));
-        set(&event, "site_id", &JsValue::from_str(&self.config.site_id));
-        set(&event, "event_type", &JsValue::from_str(event_type));
-        if let Some(path) = path {
-            set(&event, "path", &JsValue::from_str(&path));
-        }
-        if let Some(user_id) = &self.user_id {
-            set(&event, "user_id", &JsValue::from_str(user_id));
-        }
-        Object::assign(&event, &self.arrival);
         // Epoch milliseconds, which the server reads as well as RFC 3339.
-        set(&event, "timestamp", &JsValue::from_f64(now_ms.floor()));
-        if let Some(props) = props {
-            set(&event, "props", &props);
+        event.push_str(",\"timestamp\":");
+        json::push_u64(&mut event, r.now_ms as u64);
+        if let Some((props, _)) = r.props {
+            event.push_str(",\"props\":");
+            event.push_str(props);
         }
-        let Some(json) = JSON::stringify(&event).ok().and_then(|s| s.as_string()) else {
-            return;
+        event.push('}');
+        self.buffer.push(event);
+        Ok(self.buffer.len() >= FLUSH_AT)
+    }
+
+    /// The next request body to send, parked under `id` until [`Tracker::settled`].
+    /// Nothing while the visit is blocked (what waits is dropped then).
+    pub fn next_body(&mut self, opted_out: bool, id: u32) -> Option<String> {
+        if self.blocked(opted_out).is_some() {
+            self.clear();
+            return None;
+        }
+        let body = self.buffer.next_body(self.config.cookieless)?;
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.push_back((id, body.events));
+        Some(body.json)
+    }
+
+    /// The answer to body `id`: an HTTP status, or 0 when it never reached the server.
+    /// Events refused for a reason that may pass (offline, 408, 429, 5xx) go back to
+    /// the buffer for the next send; their ids make the resend safe. `true` when the
+    /// server refused the body for good, which the snippet reports on the console.
+    pub fn settled(&mut self, id: u32, status: u16) -> bool {
+        let Some((_, events)) = self
+            .in_flight
+            .iter()
+            .position(|(i, _)| *i == id)
+            .and_then(|at| self.in_flight.remove(at))
+        else {
+            return false;
         };
-        let waiting = {
-            let mut buffer = self.buffer.borrow_mut();
-            buffer.push(json);
-            buffer.len()
-        };
-        if waiting >= FLUSH_AT {
-            self.flush(false);
+        if status == 0 || status == 408 || status == 429 || status >= 500 {
+            self.buffer.requeue(events);
+            return false;
         }
+        !(200..300).contains(&status)
     }
 
-    /// Sends everything waiting. While the page stays, with `fetch` (events that fail
-    /// come back to the buffer); when it is going away, with `sendBeacon`, which the
-    /// browser delivers after the page is gone, and keepalive `fetch` if it refuses.
-    pub fn flush(self: &Rc<Self>, closing: bool) {
-        if self.blocked().is_some() {
-            self.buffer.borrow_mut().clear();
-            return;
-        }
-        let bodies = self.buffer.borrow_mut().take_bodies(self.config.cookieless);
-        for body in bodies {
-            if closing && self.send_beacon(&body.json) {
-                continue;
-            }
-            self.post(body);
-        }
-    }
-
-    /// `fetch` with keepalive, so that it outlives the page like `sendBeacon`. Events
-    /// that fail for a reason that may pass (offline, 408, 429, 5xx) go back to the
-    /// buffer for the next tick; their ids make a resend safe.
-    fn post(self: &Rc<Self>, body: Body) {
-        let init = RequestInit::new();
-        init.set_method("POST");
-        // A string body goes as `text/plain`: a "simple" request, so no CORS preflight.
-        init.set_body(&JsValue::from_str(&body.json));
-        init.set_mode(RequestMode::Cors);
-        // web-sys has no stable setter for `keepalive`.
-        set(&init, "keepalive", &JsValue::TRUE);
-        let request = self
-            .window
-            .fetch_with_str_and_init(&self.config.endpoint, &init);
-        let tracker = Rc::clone(self);
-        // Called once, with a Response or, when offline, with the rejection's error;
-        // `once_into_js` frees it after that call.
-        let settled = Closure::once_into_js(move |answer: JsValue| {
-            let status = answer.dyn_ref::<Response>().map_or(0, Response::status);
-            if status == 0 || status == 408 || status == 429 || status >= 500 {
-                tracker.buffer.borrow_mut().requeue(body.events);
-            } else if !(200..300).contains(&status) {
-                web_sys::console::warn_2(
-                    &JsValue::from_str("beacon: the server refused a batch"),
-                    &JsValue::from(status),
-                );
-            }
-        });
-        if let Ok(then) = Reflect::get(&request, &JsValue::from_str("then"))
-            .and_then(|f| f.dyn_into::<js_sys::Function>())
-        {
-            let _ = then.call2(&request, &settled, &settled);
-        }
-    }
-
-    fn send_beacon(&self, body: &str) -> bool {
-        self.window
-            .navigator()
-            .send_beacon_with_opt_str(&self.config.endpoint, Some(body))
-            .unwrap_or(false)
-    }
-
-    /// Stops sending for this visitor, now and on later visits.
-    pub fn opt_out(&self) {
-        if let Some(storage) = local_storage(&self.window) {
-            let _ = storage.set_item(OPT_OUT_KEY, "1");
-        }
-        self.buffer.borrow_mut().clear();
-    }
-
-    /// Undoes [`Tracker::opt_out`].
-    pub fn opt_in(&self) {
-        if let Some(storage) = local_storage(&self.window) {
-            let _ = storage.remove_item(OPT_OUT_KEY);
-        }
+    /// Forgets everything waiting (the visitor opted out).
+    pub fn clear(&mut self) {
+        self.buffer.clear();
+        self.in_flight.clear();
     }
 
     /// Events waiting to be sent.
     pub fn pending(&self) -> usize {
-        self.buffer.borrow().len()
+        self.buffer.len()
     }
 
-    /// The anonymous user id, if this page has one.
+    /// The anonymous user id, if this visit has one.
     pub fn user_id(&self) -> Option<&str> {
         self.user_id.as_deref()
     }
-}
-
-/// A link leaves the site when it is http(s) and points at another host.
-pub fn is_outbound(link_protocol: &str, link_host: &str, page_host: &str) -> bool {
-    matches!(link_protocol, "http:" | "https:") && !link_host.is_empty() && link_host != page_host
-}
-
-fn read_visit(window: &Window) -> Visit {
-    let location = window.location();
-    let navigator = window.navigator();
-    // Read both through Reflect: Chromium leaves `doNotTrack` null, which web-sys's
-    // String-typed getter would trap on, and `globalPrivacyControl` isn't in web-sys.
-    let read =
-        |name: &str| Reflect::get(&navigator, &JsValue::from_str(name)).unwrap_or(JsValue::NULL);
-    let gpc = read("globalPrivacyControl").is_truthy();
-    Visit {
-        hostname: location.hostname().unwrap_or_default(),
-        protocol: location.protocol().unwrap_or_default(),
-        do_not_track: read("doNotTrack").as_string().is_some_and(|v| v == "1"),
-        global_privacy_control: gpc,
-        opted_out: opted_out(window),
-    }
-}
-
-/// `localStorage`, unless the browser denies it (some private modes, sandboxed frames).
-fn local_storage(window: &Window) -> Option<Storage> {
-    window.local_storage().ok().flatten()
-}
-
-fn opted_out(window: &Window) -> bool {
-    local_storage(window)
-        .and_then(|s| s.get_item(OPT_OUT_KEY).ok().flatten())
-        .is_some_and(|v| v == "1")
-}
-
-/// The id kept in `localStorage`, made on the first visit. Without storage the id lasts
-/// for this page only.
-fn stored_user_id(window: &Window) -> String {
-    let storage = local_storage(window);
-    if let Some(id) = storage
-        .as_ref()
-        .and_then(|s| s.get_item(USER_KEY).ok().flatten())
-        .filter(|id| !id.is_empty() && id.len() <= 64)
-    {
-        return id;
-    }
-    let mut random = [0u8; 16];
-    fill_random(window, &mut random);
-    let id = ids::anonymous_user_id(random);
-    if let Some(storage) = storage {
-        let _ = storage.set_item(USER_KEY, &id);
-    }
-    id
-}
-
-fn fill_random(window: &Window, bytes: &mut [u8]) -> bool {
-    window
-        .crypto()
-        .and_then(|c| c.get_random_values_with_u8_array(bytes))
-        .is_ok()
-}
-
-fn set(object: &Object, key: &str, value: &JsValue) {
-    let _ = Reflect::set(object, &JsValue::from_str(key), value);
 }
 
 /// The field a refused event got wrong. Kept to a name, without the formatted message,
@@ -372,11 +236,167 @@ fn refused_field(e: &ValidationError) -> &'static str {
     }
 }
 
-/// A console warning for the site's developer; never an exception.
-pub fn warn(message: &str) {
-    web_sys::console::warn_1(&JsValue::from_str(message));
-}
+#[cfg(test)]
+mod tests {
+    use beacon_protocol::batch::parse_batch;
 
-fn warn_about(message: &str, detail: &str) {
-    web_sys::console::warn_2(&JsValue::from_str(message), &JsValue::from_str(detail));
+    use super::*;
+
+    fn config(cookieless: bool) -> Config {
+        let attrs = |name: &str| match name {
+            "data-site-id" => Some("site-test".to_owned()),
+            "data-cookieless" if cookieless => Some(String::new()),
+            _ => None,
+        };
+        Config::from_attributes(attrs, "https://stats.example/sdk/beacon.js").unwrap()
+    }
+
+    fn visit(hostname: &str) -> Visit {
+        Visit {
+            hostname: hostname.into(),
+            protocol: "https:".into(),
+            ..Visit::default()
+        }
+    }
+
+    fn tracker(cookieless: bool) -> Tracker {
+        let arrival = r#"{"referrer":"https://news.example/a","utm_source":"mail"}"#;
+        Tracker::new(
+            config(cookieless),
+            &visit("shop.example"),
+            None,
+            [7; 16],
+            arrival,
+        )
+    }
+
+    fn at(path: &str) -> Record<'_> {
+        Record {
+            event_type: "page_view",
+            path,
+            props: None,
+            now_ms: 1_700_000_000_123.0,
+            random: [1; 10],
+            navigated: false,
+        }
+    }
+
+    fn sent(t: &mut Tracker) -> Vec<beacon_protocol::event::Event> {
+        let body = t.next_body(false, 1).unwrap();
+        t.settled(1, 202);
+        parse_batch(body.as_bytes())
+            .unwrap()
+            .events
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn events_carry_what_the_server_reads() {
+        let mut t = tracker(false);
+        let props = r#"{"plan":"pro \"x\""}"#;
+        t.record(false, at("/a\"b")).unwrap();
+        let custom = Record {
+            event_type: "signup",
+            props: Some((props, 1)),
+            random: [2; 10],
+            ..at("/a\"b")
+        };
+        t.record(false, custom).unwrap();
+        let events = sent(&mut t);
+        assert_eq!(events.len(), 2);
+        let e = &events[1];
+        assert_eq!(e.site_id, "site-test");
+        assert_eq!(e.event_type, "signup");
+        assert_eq!(e.path.as_deref(), Some("/a\"b"));
+        assert_eq!(e.user_id.as_deref(), t.user_id());
+        assert_eq!(e.utm_source.as_deref(), Some("mail"));
+        assert_eq!(e.referrer.as_deref(), Some("https://news.example/a"));
+        assert_eq!(e.props.as_ref().unwrap()["plan"], "pro \"x\"");
+        assert_eq!(e.timestamp.unwrap().timestamp_millis(), 1_700_000_000_123);
+        assert_ne!(e.event_id, events[0].event_id);
+    }
+
+    #[test]
+    fn refused_events_name_the_field_and_are_not_kept() {
+        let mut t = tracker(false);
+        let empty = Record {
+            event_type: "",
+            ..at("/")
+        };
+        assert_eq!(t.record(false, empty), Err("event_type"));
+        let big = "x".repeat(100_000);
+        let too_big = Record {
+            props: Some((&big, 1)),
+            ..at("/")
+        };
+        assert!(t.record(false, too_big).unwrap_err().starts_with("props"));
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn navigation_counts_only_when_the_route_changes() {
+        let mut t = tracker(false);
+        t.record(false, at("/")).unwrap();
+        let navigated = |path| Record {
+            navigated: true,
+            ..at(path)
+        };
+        t.record(false, navigated("/")).unwrap();
+        assert_eq!(t.pending(), 1);
+        t.record(false, navigated("/next")).unwrap();
+        assert_eq!(t.pending(), 2);
+    }
+
+    #[test]
+    fn opting_out_drops_what_waits_and_records_nothing() {
+        let mut t = tracker(false);
+        t.record(false, at("/")).unwrap();
+        assert_eq!(t.next_body(true, 1), None);
+        assert_eq!(t.pending(), 0);
+        t.record(true, at("/")).unwrap();
+        assert_eq!(t.pending(), 0);
+        assert_eq!(t.blocked(true), Some(Blocked::OptedOut));
+        assert_eq!(t.blocked(false), None);
+    }
+
+    #[test]
+    fn failed_sends_come_back_and_refused_ones_do_not() {
+        let mut t = tracker(true);
+        assert_eq!(t.user_id(), None, "cookieless: no id on the device");
+        t.record(false, at("/")).unwrap();
+        let body = t.next_body(false, 1).unwrap();
+        assert!(parse_batch(body.as_bytes()).unwrap().cookieless);
+        assert_eq!(t.pending(), 0);
+        assert!(!t.settled(1, 503));
+        assert_eq!(t.pending(), 1, "back for the next try");
+        t.next_body(false, 2).unwrap();
+        assert!(t.settled(2, 400), "refused for good");
+        assert_eq!(t.pending(), 0);
+        assert!(!t.settled(2, 0), "an unknown id is ignored");
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn bodies_in_flight_stay_bounded() {
+        let mut t = tracker(false);
+        for id in 0..(MAX_IN_FLIGHT as u32 + 5) {
+            t.record(false, at("/")).unwrap();
+            t.next_body(false, id).unwrap();
+        }
+        assert_eq!(t.in_flight.len(), MAX_IN_FLIGHT);
+        assert!(!t.settled(0, 0), "given up on");
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn a_stored_id_is_kept_and_local_visits_get_none() {
+        let stored = Some("abc".to_owned());
+        let t = Tracker::new(config(false), &visit("shop.example"), stored, [0; 16], "{}");
+        assert_eq!(t.user_id(), Some("abc"));
+        let local = Tracker::new(config(false), &visit("localhost"), None, [0; 16], "{}");
+        assert_eq!(local.blocked(false), Some(Blocked::Local));
+        assert_eq!(local.user_id(), None);
+    }
 }

@@ -19,7 +19,7 @@ use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 use beacon_protocol::Stats;
 use beacon_store::{Backend, StoreConfig};
-use beacon_testkit::browser::{browser, chromedriver, may_run, start_chromedriver};
+use beacon_testkit::browser::{browser, chromedriver, may_run, snippet_ready, start_chromedriver};
 use fantoccini::{Client, Locator};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -89,18 +89,6 @@ async fn start_site(beacon: String) -> SocketAddr {
     addr
 }
 
-/// Waits for the snippet to load its wasm; true if this visit is tracked.
-async fn wait_ready(browser: &Client) -> bool {
-    let tracked = browser
-        .execute_async(
-            "const done = arguments[arguments.length - 1]; window.beacon.ready.then(done);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    tracked == json!(true)
-}
-
 async fn click(browser: &Client, css: &str) {
     browser
         .find(Locator::Css(css))
@@ -165,7 +153,7 @@ async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
         .await
         .unwrap();
     assert!(
-        wait_ready(&browser).await,
+        snippet_ready(&browser).await,
         "the snippet did not start tracking"
     );
     click(&browser, "#signup").await;
@@ -177,12 +165,12 @@ async fn a_visit_in_chromium_shows_up_in_stats_exactly() {
 
     // About, by a link: the home page's pagehide flushes (nothing left there).
     click(&browser, "a[href='/about.html']").await;
-    assert!(wait_ready(&browser).await);
+    assert!(snippet_ready(&browser).await);
     // An outbound link (it opens a tab, which fails offline; the click is what counts).
     click(&browser, "#outbound").await;
     // The SPA, by a link: about's events leave by sendBeacon on pagehide.
     click(&browser, "a[href='/spa.html']").await;
-    assert!(wait_ready(&browser).await);
+    assert!(snippet_ready(&browser).await);
     click(&browser, "#to-settings").await;
     click(&browser, "#to-profile").await;
     browser.back().await.unwrap();

@@ -80,3 +80,52 @@ pub async fn browser(webdriver: &str, width: u32, height: u32) -> Client {
         .await
         .expect("a WebDriver session")
 }
+
+/// Waits for the snippet on the current page to load: true if the visit is tracked
+/// (`window.beacon.ready`).
+pub async fn snippet_ready(browser: &Client) -> bool {
+    let tracked = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; window.beacon.ready.then(done);",
+            vec![],
+        )
+        .await
+        .expect("window.beacon.ready");
+    tracked == json!(true)
+}
+
+/// Loads `url` in `runs` fresh browsers (nothing cached) and, in each, polls `script`
+/// until it returns a number of milliseconds (or a string holding one). Prints each run
+/// as `run N: {what} in M ms` and returns the sorted times.
+pub async fn time_in_fresh_browsers(url: &str, runs: usize, script: &str, what: &str) -> Vec<u64> {
+    let driver = chromedriver().unwrap_or_else(|why| panic!("{why}"));
+    let (_driver, webdriver) = start_chromedriver(&driver).await;
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let client = browser(&webdriver, 1280, 800).await;
+        client.goto(url).await.expect("the page loads");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let ms = loop {
+            let value = client
+                .execute(script, vec![])
+                .await
+                .expect("the script runs");
+            let ms = value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|v| v.parse().ok()));
+            if let Some(ms) = ms {
+                break ms;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: never measured"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!("run {run}: {what} in {ms} ms");
+        times.push(ms);
+        let _ = client.close().await;
+    }
+    times.sort_unstable();
+    times
+}

@@ -33,8 +33,11 @@ pub(super) fn save(
     visitors: &[Visitor],
     states: &HashMap<Visitor, VisitState>,
 ) -> Result<()> {
+    // An upsert changes the row in place; `OR REPLACE` would delete it and insert it
+    // again, both in the table and in `visits_last`.
     let mut stmt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO visits (site_id, user_id, state, last) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO visits (site_id, user_id, state, last) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (site_id, user_id) DO UPDATE SET state = excluded.state, last = excluded.last",
     )?;
     for visitor in visitors {
         if let Some(state) = states.get(visitor) {

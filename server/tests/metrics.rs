@@ -51,12 +51,29 @@ async fn metrics_move_as_events_are_accepted_rejected_moved_and_dead_lettered() 
         assert_eq!(app.get("/nowhere/42").await.0, 404);
         app.wait_for_total("site_id=m", 3).await;
         // The poisoned event reaches dead_letters in a batch of its own, after the rest.
+        // The worker counts a move once the store has finished it (dead letters and
+        // all), so the counters can trail what the store shows: wait for both.
+        let moved = |m: &HashMap<String, f64>| {
+            ["inserted", "duplicate", "dead_lettered"]
+                .map(|r| {
+                    grew(
+                        &before,
+                        m,
+                        &format!("beacon_worker_events_moved_total{{result=\"{r}\"}}"),
+                    )
+                })
+                .iter()
+                .sum::<f64>()
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let after = loop {
             let after = common::scrape(&app.http, &url, None).await;
             // MongoDB's depth is an estimate that settles after writes.
             let settled = after.get("beacon_queue_depth").copied() == Some(0.0);
-            if after.get("beacon_dead_letters").copied() == Some(1.0) && settled {
+            if after.get("beacon_dead_letters").copied() == Some(1.0)
+                && settled
+                && moved(&after) >= 4.0
+            {
                 break after;
             }
             assert!(

@@ -428,7 +428,7 @@ async fn stats_match_a_brute_force_count_and_agree_across_backends() {
 }
 
 #[tokio::test]
-async fn unique_users_on_a_large_site_are_within_one_percent() {
+async fn unique_users_on_a_large_site_are_within_the_sketchs_error() {
     let now = Utc::now();
     for b in TestBackend::all() {
         let store = open(&b).await;
@@ -451,9 +451,12 @@ async fn unique_users_on_a_large_site_are_within_one_percent() {
         drain(&store).await;
         let got = all_stats(&store, "big").await;
         assert_eq!(got.total_events, 8_000, "{}", b.name);
+        // Each store hashes users with keys of its own, drawn at random, so the estimate
+        // differs from run to run: allow three standard errors (3 x 0.81%), as the
+        // README states the error. A tighter bound failed about one run in ten.
         let error = (got.unique_users as f64 - users as f64).abs() / users as f64;
         assert!(
-            error <= 0.01,
+            error <= 0.025,
             "{}: {} users estimated, {:.2}% off",
             b.name,
             got.unique_users,

@@ -55,6 +55,17 @@ async fn two_visits(app: &TestApp) {
     )
     .await;
     app.wait_for_total("site_id=s", 3).await;
+    // On MongoDB a move adds to each bucket in a write of its own: the events' buckets
+    // can show before the visits' do. Wait for both visits too.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let q = json!({"site_id": "s", "metrics": ["visits"], "date_range": "day"});
+        let (_, body) = query(app, None, q).await;
+        if body["results"][0]["metrics"][0] == 2 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

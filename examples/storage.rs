@@ -9,7 +9,7 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use mongodb::bson::{Document, doc};
@@ -54,7 +54,7 @@ async fn main() {
 }
 
 /// Every file of the data directory, and the rows of `events`.
-fn embedded(dir: &PathBuf) -> (Vec<(String, u64)>, u64) {
+fn embedded(dir: &Path) -> (Vec<(String, u64)>, u64) {
     let mut parts: Vec<(String, u64)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| {

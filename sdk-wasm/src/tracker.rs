@@ -139,17 +139,20 @@ impl Tracker {
             None => Ok(()),
         })
         .map_err(|e| refused_field(&e))?;
+        let id = ids::event_id(r.now_ms as u64, r.random);
         let mut event = String::with_capacity(160 + r.path.len() + self.arrival.len());
-        event.push_str("{\"event_id\":\"");
-        event.push_str(&ids::event_id(r.now_ms as u64, r.random));
+        event.push('{');
         for (name, value) in [
+            ("event_id", Some(id.as_str())),
             ("site_id", Some(self.config.site_id.as_str())),
             ("event_type", Some(r.event_type)),
             ("path", Some(r.path)),
             ("user_id", self.user_id.as_deref()),
         ] {
             if let Some(value) = value {
-                event.push_str(if name == "site_id" { "\"," } else { "," });
+                if event.len() > 1 {
+                    event.push(',');
+                }
                 json::push_string(&mut event, name);
                 event.push(':');
                 json::push_string(&mut event, value);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use beacon_protocol::TimeRange;
 use futures::TryStreamExt;
+use futures::future::try_join_all;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
@@ -17,53 +18,73 @@ use crate::stats::{Part, merged};
 use crate::{EventsPage, QueuedEvent, Result};
 
 impl MongoStore {
-    /// What each piece of the range's plan holds.
+    /// What each piece of the range's plan holds, all pieces read at once.
     pub(crate) async fn stats_parts(&self, range: &TimeRange) -> Result<Vec<Part>> {
-        let event_type = plan::bucket_type(range);
-        let mut parts = Vec::new();
-        for piece in plan::plan(range) {
-            parts.push(match piece {
-                Piece::Buckets {
-                    granularity,
-                    from,
-                    to,
-                } => {
-                    let read =
-                        BucketRead::for_stats(&range.site_id, granularity, from, to, event_type);
-                    Part::Buckets(merged(self.buckets(&read).await?))
-                }
-                Piece::Raw { from, to } => {
-                    let mut filter = doc! {
-                        "site_id": &range.site_id,
-                        "timestamp": {
-                            "$gte": BsonDateTime::from_millis(from),
-                            "$lt": BsonDateTime::from_millis(to),
-                        },
-                    };
-                    if !event_type.is_empty() {
-                        filter.insert("event_type", event_type);
-                    }
-                    let rows: Vec<Document> = self
-                        .events
-                        .find(filter)
-                        .projection(doc! { "path": 1, "user_id": 1 })
-                        .await?
-                        .try_collect()
-                        .await?;
-                    let opt = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
-                    Part::Raw(
-                        rows.iter()
-                            .map(|d| (opt(d, "path"), opt(d, "user_id")))
-                            .collect(),
-                    )
-                }
-            });
-        }
-        Ok(parts)
+        try_join_all(
+            plan::plan(range)
+                .into_iter()
+                .map(|piece| self.stats_part(range, piece)),
+        )
+        .await
     }
 
-    /// The buckets `read` asks for, each as stored.
+    /// What one piece of a range's plan holds.
+    async fn stats_part(&self, range: &TimeRange, piece: Piece) -> Result<Part> {
+        let event_type = plan::bucket_type(range);
+        Ok(match piece {
+            Piece::Buckets {
+                granularity,
+                from,
+                to,
+            } => {
+                let read = BucketRead::for_stats(&range.site_id, granularity, from, to, event_type);
+                Part::Buckets(merged(self.buckets(&read).await?))
+            }
+            Piece::Raw { from, to } => {
+                let mut filter = doc! {
+                    "site_id": &range.site_id,
+                    "timestamp": {
+                        "$gte": BsonDateTime::from_millis(from),
+                        "$lt": BsonDateTime::from_millis(to),
+                    },
+                };
+                if !event_type.is_empty() {
+                    filter.insert("event_type", event_type);
+                }
+                let rows: Vec<Document> = self
+                    .events
+                    .find(filter)
+                    .projection(doc! { "path": 1, "user_id": 1 })
+                    .await?
+                    .try_collect()
+                    .await?;
+                let opt = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
+                Part::Raw(
+                    rows.iter()
+                        .map(|d| (opt(d, "path"), opt(d, "user_id")))
+                        .collect(),
+                )
+            }
+        })
+    }
+
+    /// The buckets `read` asks for, each as stored: one query per named type, all at
+    /// once. Each query is an equality on every field of the rollups index but the last
+    /// and a range on `start`, which every server answers from the index alone; an
+    /// `$in` of types made secantusd-rs read the whole collection (BENCHMARKS (8)).
     pub(crate) async fn buckets(&self, read: &BucketRead) -> Result<Vec<StoredBucket>> {
+        let types: Vec<Bson> = match &read.types {
+            BucketTypes::These(types) => types.iter().map(|t| Bson::from(t.as_str())).collect(),
+            BucketTypes::EventTypes => {
+                vec![Bson::Document(doc! { "$nin": ["", VISIT_BUCKET] })]
+            }
+        };
+        let per_type = try_join_all(types.into_iter().map(|t| self.buckets_of(read, t))).await?;
+        Ok(per_type.into_iter().flatten().collect())
+    }
+
+    /// The buckets of `read` whose `event_type` matches `event_type`.
+    async fn buckets_of(&self, read: &BucketRead, event_type: Bson) -> Result<Vec<StoredBucket>> {
         let mut start = Document::new();
         if let Some(from) = read.from {
             start.insert("$gte", from);
@@ -74,12 +95,7 @@ impl MongoStore {
         let mut filter = doc! {
             "site_id": &read.site_id,
             "granularity": read.granularity.code(),
-        };
-        match &read.types {
-            BucketTypes::These(types) => filter.insert("event_type", doc! { "$in": types }),
-            BucketTypes::EventTypes => {
-                filter.insert("event_type", doc! { "$nin": ["", VISIT_BUCKET] })
-            }
+            "event_type": event_type,
         };
         if !start.is_empty() {
             filter.insert("start", start);

@@ -132,7 +132,7 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
         })
         .collect();
     let read = try_join_all(reads.iter().map(|read| store.buckets(read))).await?;
-    let mut rows = Rows::new();
+    let mut rows = Rows::default();
     if plan.dimensions.is_empty() {
         rows.insert(Vec::new(), Acc::default()); // an aggregate always has its row
     }

@@ -183,10 +183,10 @@ impl Store {
         if table::reads_dimensions(&keys, q.order_by.is_some()) {
             rows = self.named(rows).await?;
         }
-        table::sort(&mut rows, &keys);
         let total = rows.len() as u64;
         let offset = usize::try_from(q.pagination.offset).unwrap_or(usize::MAX);
         let limit = usize::try_from(q.pagination.limit).unwrap_or(usize::MAX);
+        table::top(&mut rows, &keys, offset.saturating_add(limit));
         let mut page: Vec<Row> = rows.into_iter().skip(offset).take(limit).collect();
         page = self.named(page).await?;
         table::sort(&mut page, &keys);

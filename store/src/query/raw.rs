@@ -111,7 +111,7 @@ impl<'p> Tally<'p> {
         Self {
             plan,
             keys,
-            rows: Rows::new(),
+            rows: Rows::default(),
             counted: HashSet::new(),
             all_users: Sketch::default(),
         }

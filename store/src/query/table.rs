@@ -64,8 +64,10 @@ pub(crate) enum Visitors {
     Daily,
 }
 
-/// Rows keyed by their dimension values.
-pub(crate) type Rows = HashMap<Vec<Cell>, Acc>;
+/// Rows keyed by their dimension values. A top-pages query adds up to a thousand values
+/// per bucket read, so hashing is much of its time: aHash rather than SipHash, still keyed
+/// at random per process, since raw rows are keyed by texts that clients send.
+pub(crate) type Rows = HashMap<Vec<Cell>, Acc, ahash::RandomState>;
 
 /// A row with its metrics worked out.
 #[derive(Debug, Clone)]
@@ -178,23 +180,41 @@ pub(crate) fn reads_dimensions(keys: &[Key], explicit: bool) -> bool {
 /// Sorts rows by `keys`. Ids sort after texts and among themselves by id, which only
 /// matters when their texts are not known yet.
 pub(crate) fn sort(rows: &mut [Row], keys: &[Key]) {
-    rows.sort_by(|a, b| {
-        for key in keys {
-            let (ord, direction) = match key {
-                Key::Metric(i, d) => (a.values[*i].total_cmp(&b.values[*i]), *d),
-                Key::Dimension(i, d) => (cmp_cells(&a.cells[*i], &b.cells[*i]), *d),
-            };
-            let ord = if direction == Direction::Desc {
-                ord.reverse()
-            } else {
-                ord
-            };
-            if ord != Ordering::Equal {
-                return ord;
-            }
+    rows.sort_by(|a, b| compare(a, b, keys));
+}
+
+/// Keeps only the first `k` rows in `keys`' order, sorted: a selection and then a sort
+/// of what is kept, so that a page of a long table (a million paths) costs about a pass
+/// over it rather than a sort of all of it. `keys` end with every dimension, so the
+/// order is total and the rows kept are those a full sort would put first.
+pub(crate) fn top(rows: &mut Vec<Row>, keys: &[Key], k: usize) {
+    if k == 0 {
+        rows.clear();
+        return;
+    }
+    if k < rows.len() {
+        rows.select_nth_unstable_by(k - 1, |a, b| compare(a, b, keys));
+        rows.truncate(k);
+    }
+    sort(rows, keys);
+}
+
+fn compare(a: &Row, b: &Row, keys: &[Key]) -> Ordering {
+    for key in keys {
+        let (ord, direction) = match key {
+            Key::Metric(i, d) => (a.values[*i].total_cmp(&b.values[*i]), *d),
+            Key::Dimension(i, d) => (cmp_cells(&a.cells[*i], &b.cells[*i]), *d),
+        };
+        let ord = if direction == Direction::Desc {
+            ord.reverse()
+        } else {
+            ord
+        };
+        if ord != Ordering::Equal {
+            return ord;
         }
-        Ordering::Equal
-    });
+    }
+    Ordering::Equal
 }
 
 fn cmp_cells(a: &Cell, b: &Cell) -> Ordering {
@@ -245,5 +265,42 @@ pub(crate) fn text(cell: Cell) -> String {
     match cell {
         Cell::Text(t) => t,
         Cell::Id(id) => format!("#{id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `top` keeps exactly what a full sort puts first, ties included, for every `k`.
+    #[test]
+    fn top_keeps_what_a_full_sort_puts_first() {
+        // Few distinct values, so that the metric ties often and the cells decide.
+        let rows: Vec<Row> = (0..200u64)
+            .map(|i| Row {
+                cells: vec![if i % 3 == 0 {
+                    Cell::Text(format!("/p{}", (i * 7919) % 101))
+                } else {
+                    Cell::Id((i * 104_729) % 97)
+                }],
+                values: vec![((i * 31) % 5) as f64],
+            })
+            .collect();
+        let keys = [
+            Key::Metric(0, Direction::Desc),
+            Key::Dimension(0, Direction::Asc),
+        ];
+        let mut sorted = rows.clone();
+        sort(&mut sorted, &keys);
+        for k in [0, 1, 2, 10, 199, 200, 500] {
+            let mut kept = rows.clone();
+            top(&mut kept, &keys, k);
+            let expected = &sorted[..k.min(sorted.len())];
+            assert_eq!(kept.len(), expected.len(), "k = {k}");
+            for (a, b) in kept.iter().zip(expected) {
+                assert_eq!(a.cells, b.cells, "k = {k}");
+                assert_eq!(a.values, b.values, "k = {k}");
+            }
+        }
     }
 }

@@ -228,3 +228,61 @@ async fn assert_exact(store: &Store, query: &StatsQuery, events: &[QueuedEvent],
         .collect();
     assert_eq!(got, expected, "{name}");
 }
+
+/// `event:name` finds every type: for a site with few types (read one query each on
+/// MongoDB), one with more than that reader takes one by one (read in one query), and,
+/// on MongoDB, types stored before the store listed each site's types (listed again at
+/// start-up).
+#[tokio::test]
+async fn every_event_type_is_found_by_name() {
+    use beacon_protocol::query::Query;
+    use beacon_store::Engine;
+    let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let mut events = Vec::new();
+        for (site, types) in [("few", 3), ("many", 70)] {
+            for t in 0..types {
+                for _ in 0..=t % 4 {
+                    let mut e = page_view(site, "/", Some("u"), at);
+                    e.event_type = format!("type-{t:02}");
+                    events.push(e);
+                }
+            }
+        }
+        enqueue(&store, events).await;
+        drain(&store).await;
+        drop(store);
+        if let beacon_store::Backend::Mongo { url } = &b.config.backend {
+            let client = mongodb::Client::with_uri_str(url).await.unwrap();
+            let db = client.default_database().unwrap();
+            db.collection::<mongodb::bson::Document>("event_types")
+                .drop()
+                .await
+                .unwrap();
+        }
+        // A new process: on MongoDB it lists the stored buckets' types again.
+        let store = open(&b).await;
+        for (site, types) in [("few", 3), ("many", 70)] {
+            let q: Query = serde_json::from_value(serde_json::json!({
+                "site_id": site, "metrics": ["events"], "dimensions": ["event:name"],
+                "date_range": ["2026-05-01", "2026-05-01"], "pagination": {"limit": 1000},
+            }))
+            .unwrap();
+            let got = store
+                .query(&q, chrono_tz::UTC, Utc::now(), Engine::Auto)
+                .await
+                .unwrap();
+            let mut got: Vec<(String, u64)> = got
+                .results
+                .into_iter()
+                .map(|r| (r.dimensions[0].clone(), r.metrics[0].as_u64().unwrap()))
+                .collect();
+            got.sort();
+            let want: Vec<(String, u64)> = (0..types)
+                .map(|t| (format!("type-{t:02}"), t % 4 + 1))
+                .collect();
+            assert_eq!(got, want, "{}, {site}", b.name);
+        }
+    }
+}

@@ -17,10 +17,11 @@
 //!    an event already there belongs to whichever batch inserted it first. An event the
 //!    database refuses for good (validation, size, another unique index) goes to
 //!    `dead_letters` with the error instead, so that it never holds back the others;
-//! 2. record the texts of the batch's values in the `values` dictionary, then add the
-//!    events that belong to this batch to their rollup buckets. Each bucket update is one
-//!    compare-and-set on the bucket's version, which also records the batch id in
-//!    `applied`, so a batch is added to a bucket at most once;
+//! 2. record the texts of the batch's values in the `values` dictionary and its event
+//!    types in `event_types`, then add the events that belong to this batch to their
+//!    rollup buckets. Each bucket update is one compare-and-set on the bucket's version,
+//!    which also records the batch id in `applied`, so a batch is added to a bucket at
+//!    most once;
 //! 3. save the visitors' visit states, marked with the batch;
 //! 4. delete the batch's events from the queue, then its members and itself.
 //!
@@ -48,6 +49,7 @@
 //! - `visits`: locking, reading and saving visitors' visit states;
 //! - `rollups`: the compare-and-set of one bucket;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
+//! - `types`: each site's event types, so that buckets are read type by type;
 //! - `salts`: the cookieless daily salts and the install's secret;
 //! - `sites`: registered sites and their read keys;
 //! - `rights`: erasing a user, retention, forgetting old salts;
@@ -64,6 +66,7 @@ mod rollups;
 mod salts;
 mod sites;
 mod stats;
+mod types;
 mod visits;
 
 use std::collections::{HashSet, VecDeque};
@@ -91,6 +94,7 @@ const SITES: &str = "sites";
 const API_KEYS: &str = "api_keys";
 const ERASURES: &str = "erasures";
 const VISIT_STATES: &str = "visit_states";
+const EVENT_TYPES: &str = "event_types";
 
 /// A MongoDB database holding the queue and `events`.
 #[derive(Debug, Clone)]
@@ -110,11 +114,15 @@ pub struct MongoStore {
     erasures: Collection<Document>,
     /// Each visitor's visit so far, and which batch holds it (see `visits`).
     visit_states: Collection<Document>,
+    /// Each site's event types (see `types`).
+    event_types: Collection<Document>,
     /// The keys of user and value hashes, read from `meta` when the store gets ready.
     keys: Arc<OnceLock<Keys>>,
     /// Value ids known to be in the dictionary, so that a move need not ask. Cleared
     /// when full, to stay bounded.
     known_values: Arc<Mutex<HashSet<u64>>>,
+    /// (site, type) ids known to be in `event_types`, bounded the same way.
+    known_types: Arc<Mutex<HashSet<String>>>,
     description: Arc<str>,
     claim_lease: Duration,
     /// Set once collections and indexes exist. Until then writes are refused, so that no

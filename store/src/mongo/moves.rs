@@ -121,6 +121,7 @@ impl MongoStore {
             .collect();
         add_visits(&keys, &following, &mut locked.states, &mut contribution);
         self.record_values(&contribution.values).await?;
+        self.record_event_types(contribution.buckets.keys()).await?;
         // Checked in the database, not only by the clock: a batch moved already (by a
         // retry, or by a worker whose lease ran out) must not be added again.
         let mut lease_ends = claim.lease_ends;

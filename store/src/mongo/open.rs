@@ -13,8 +13,8 @@ use super::desk::BatchDesk;
 use super::queue::QueueSink;
 use super::salts::first_stored;
 use super::{
-    API_KEYS, BATCHES, DEAD_LETTERS, ERASURES, EVENTS, META, MongoStore, ROLLUPS, SALTS, SITES,
-    VALUES, VISIT_STATES,
+    API_KEYS, BATCHES, DEAD_LETTERS, ERASURES, EVENT_TYPES, EVENTS, META, MongoStore, ROLLUPS,
+    SALTS, SITES, VALUES, VISIT_STATES,
 };
 use crate::group::Writer;
 use crate::rollup::hash::{self, Keys};
@@ -67,8 +67,10 @@ impl MongoStore {
             api_keys: db.collection(API_KEYS),
             erasures: db.collection(ERASURES),
             visit_states: db.collection(VISIT_STATES),
+            event_types: db.collection(EVENT_TYPES),
             keys: Arc::default(),
             known_values: Arc::default(),
+            known_types: Arc::default(),
             description: format!(
                 "MongoDB database `{database}` on {} (queue `{}`)",
                 hosts.join(","),
@@ -104,6 +106,7 @@ impl MongoStore {
             self.api_keys.name(),
             self.erasures.name(),
             self.visit_states.name(),
+            self.event_types.name(),
         ] {
             match database.create_collection(name).await {
                 Ok(()) => {}
@@ -130,6 +133,7 @@ impl MongoStore {
                 .create_index(IndexModel::builder().keys(keys).build())
                 .await?;
         }
+        self.backfill_event_types().await?;
         let keys = self.install_keys().await?;
         let _ = self.keys.set(keys);
         self.ready.store(true, Ordering::Release);

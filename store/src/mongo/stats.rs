@@ -17,6 +17,9 @@ use crate::rollup::{BucketRead, BucketTypes, EXTRA_NAMES, Rollup, StoredBucket, 
 use crate::stats::{Part, merged};
 use crate::{EventsPage, QueuedEvent, Result};
 
+/// Most event types read one query each; a site with more is read in one query.
+const TYPES_ONE_BY_ONE: usize = 64;
+
 impl MongoStore {
     /// What each piece of the range's plan holds, all pieces read at once.
     pub(crate) async fn stats_parts(&self, range: &TimeRange) -> Result<Vec<Part>> {
@@ -76,7 +79,12 @@ impl MongoStore {
         let types: Vec<Bson> = match &read.types {
             BucketTypes::These(types) => types.iter().map(|t| Bson::from(t.as_str())).collect(),
             BucketTypes::EventTypes => {
-                vec![Bson::Document(doc! { "$nin": ["", VISIT_BUCKET] })]
+                let types = self.event_types(&read.site_id).await?;
+                if types.len() <= TYPES_ONE_BY_ONE {
+                    types.into_iter().map(Bson::from).collect()
+                } else {
+                    vec![Bson::Document(doc! { "$nin": ["", VISIT_BUCKET] })]
+                }
             }
         };
         let per_type = try_join_all(types.into_iter().map(|t| self.buckets_of(read, t))).await?;

@@ -286,3 +286,50 @@ async fn every_event_type_is_found_by_name() {
         }
     }
 }
+
+/// Paging through a site's events returns each once, in order of time then id, when
+/// many share a millisecond across page boundaries (a batch stamped at once), and keeps
+/// within the range asked.
+#[tokio::test]
+async fn pages_of_events_sharing_a_millisecond_miss_and_repeat_nothing() {
+    let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let mut events = Vec::new();
+        for (ms, n) in [(-5, 3), (0, 25), (1, 4), (7, 9), (9, 2)] {
+            for _ in 0..n {
+                events.push(page_view(
+                    "ties",
+                    "/",
+                    Some("u"),
+                    at + TimeDelta::milliseconds(ms),
+                ));
+            }
+        }
+        enqueue(&store, events.clone()).await;
+        drain(&store).await;
+        // [at, at + 9ms): all but the first 3 and the last 2.
+        let mut want: Vec<_> = events[3..events.len() - 2]
+            .iter()
+            .map(|e| (e.timestamp, e.event_id))
+            .collect();
+        want.sort();
+        let mut page = beacon_store::EventsPage {
+            site_id: "ties".into(),
+            from: Some(at),
+            to: Some(at + TimeDelta::milliseconds(9)),
+            after: None,
+            limit: 7,
+        };
+        let mut got = Vec::new();
+        for _ in 0..=want.len() {
+            let events = store.events_page(&page).await.unwrap();
+            got.extend(events.iter().map(|e| (e.timestamp, e.event_id)));
+            match events.last() {
+                Some(last) if events.len() == page.limit => page = page.next(last),
+                _ => break,
+            }
+        }
+        assert_eq!(got, want, "{}", b.name);
+    }
+}

@@ -65,6 +65,7 @@ pub const RESERVED_NAMES: &[&str] = &[
     "erasures",
     "visits",
     "visit_states",
+    "event_types",
 ];
 
 /// Checks a queue name: it becomes a collection or table name, so only plain identifiers,

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use beacon_protocol::DateBound;
 use beacon_store::{Context, EventsPage, QueuedEvent};
 use chrono::SecondsFormat;
+use futures::{StreamExt, TryStreamExt};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
@@ -133,21 +134,14 @@ pub async fn export(
         after: None,
         limit: PAGE,
     };
-    let pages = futures::stream::try_unfold(Some(first), move |page| {
-        let store = state.store.clone();
-        async move {
-            let Some(page) = page else {
-                return Ok(None);
-            };
-            let events = store.events_page(&page).await?;
-            let next = match events.last() {
-                Some(last) if events.len() == page.limit => Some(page.next(last)),
-                _ => None,
-            };
-            let header = format == Format::Csv && page.after.is_none();
-            Ok::<_, beacon_store::StoreError>(Some((encode(&events, format, header)?, next)))
-        }
-    });
+    // The CSV header goes first, also when there are no events.
+    let header = encode(&[], format, format == Format::Csv)?;
+    let pages = futures::stream::once(futures::future::ready(Ok(header))).chain(
+        state
+            .store
+            .events(first)
+            .and_then(move |events| futures::future::ready(encode(&events, format, false))),
+    );
     let content_type = match format {
         Format::Ndjson => "application/x-ndjson",
         Format::Csv => "text/csv; charset=utf-8",

@@ -39,6 +39,8 @@ mod stats;
 use std::collections::HashMap;
 
 use beacon_protocol::{Stats, TimeRange};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 pub use config::{Backend, DEFAULT_QUEUE_NAME, RESERVED_NAMES, StoreConfig, validate_queue_name};
 pub use error::{Result, StoreError};
@@ -181,6 +183,36 @@ impl Store {
         match &self.0 {
             Backends::Mongo(s) => s.events_page(page).await,
             Backends::Embedded(s) => s.events_page(page).await,
+        }
+    }
+
+    /// A site's processed events from `first` on, oldest first, in pages of at most
+    /// `first.limit`, in one pass over the range: raw queries and exports read this.
+    /// MongoDB reads it with one cursor, since secantusd-rs reads every match of a query
+    /// whatever its limit, so that reading a range page by page cost the square of its
+    /// length; SQLite reads it page by page, each page a range of its index.
+    pub fn events(&self, first: EventsPage) -> BoxStream<'static, Result<Vec<QueuedEvent>>> {
+        match &self.0 {
+            Backends::Mongo(s) => s.events(first),
+            Backends::Embedded(_) => {
+                let store = self.clone();
+                futures::stream::try_unfold(Some(first), move |page| {
+                    let store = store.clone();
+                    async move {
+                        let Some(page) = page else {
+                            return Ok(None);
+                        };
+                        let events = store.events_page(&page).await?;
+                        let next = match events.last() {
+                            Some(last) if events.len() == page.limit => Some(page.next(last)),
+                            _ => None,
+                        };
+                        Ok(Some((events, next)))
+                    }
+                })
+                .try_filter(|events| futures::future::ready(!events.is_empty()))
+                .boxed()
+            }
         }
     }
 

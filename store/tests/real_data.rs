@@ -12,6 +12,7 @@ use beacon_testkit::store::{
     all_stats, drain, enqueue, move_patiently, open, page_view, poison, stored_ids,
 };
 use chrono::{TimeDelta, TimeZone, Utc};
+use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -287,9 +288,9 @@ async fn every_event_type_is_found_by_name() {
     }
 }
 
-/// Paging through a site's events returns each once, in order of time then id, when
-/// many share a millisecond across page boundaries (a batch stamped at once), and keeps
-/// within the range asked.
+/// Reading a site's events, in one pass or page by page, returns each once, in order of
+/// time then id, when many share a millisecond across page boundaries (a batch stamped
+/// at once), and keeps within the range asked.
 #[tokio::test]
 async fn pages_of_events_sharing_a_millisecond_miss_and_repeat_nothing() {
     let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
@@ -314,13 +315,28 @@ async fn pages_of_events_sharing_a_millisecond_miss_and_repeat_nothing() {
             .map(|e| (e.timestamp, e.event_id))
             .collect();
         want.sort();
-        let mut page = beacon_store::EventsPage {
+        let first = beacon_store::EventsPage {
             site_id: "ties".into(),
             from: Some(at),
             to: Some(at + TimeDelta::milliseconds(9)),
             after: None,
             limit: 7,
         };
+        // In one pass, as raw queries and exports read them.
+        let pages: Vec<Vec<QueuedEvent>> = store.events(first.clone()).try_collect().await.unwrap();
+        assert!(
+            pages.iter().all(|p| !p.is_empty() && p.len() <= 7),
+            "{}",
+            b.name
+        );
+        let streamed: Vec<_> = pages
+            .iter()
+            .flatten()
+            .map(|e| (e.timestamp, e.event_id))
+            .collect();
+        assert_eq!(streamed, want, "{}", b.name);
+        // Page by page.
+        let mut page = first;
         let mut got = Vec::new();
         for _ in 0..=want.len() {
             let events = store.events_page(&page).await.unwrap();

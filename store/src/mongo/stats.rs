@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use beacon_protocol::TimeRange;
-use futures::TryStreamExt;
 use futures::future::try_join_all;
+use futures::stream::{BoxStream, TryChunksError};
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
@@ -15,7 +16,7 @@ use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
 use crate::rollup::{BucketRead, BucketTypes, EXTRA_NAMES, Rollup, StoredBucket, VISIT_BUCKET};
 use crate::stats::{Part, merged};
-use crate::{EventsPage, QueuedEvent, Result};
+use crate::{EventsPage, QueuedEvent, Result, StoreError};
 
 /// Most event types read one query each; a site with more is read in one query.
 const TYPES_ONE_BY_ONE: usize = 64;
@@ -171,49 +172,50 @@ impl MongoStore {
         Ok(self.dead_letters.count_documents(doc! {}).await?)
     }
 
-    /// One page of a site's events, by timestamp then id. After an event, the page is
-    /// two queries that the `(site, timestamp, _id)` index answers by range: the events
-    /// at its millisecond with a later id, then the later ones. One query with an `$or`
-    /// of both made secantusd-rs filter the site's events instead (BENCHMARKS (8)).
+    /// One page of a site's events, by timestamp then id (see [`page_filters`]).
     pub(crate) async fn events_page(&self, page: &EventsPage) -> Result<Vec<QueuedEvent>> {
-        let mut events = Vec::new();
-        let lower = match (page.after, page.from) {
-            (Some((at, _)), _) if page.to.is_some_and(|to| at >= to) => return Ok(events),
-            (Some((at, id)), from) if from.is_none_or(|from| at >= from) => {
-                let ties = doc! {
-                    "site_id": &page.site_id,
-                    "timestamp": bson_time(at),
-                    "_id": { "$gt": id.to_string() },
-                };
-                events = self.events_where(ties, page.limit).await?;
-                Some(("$gt", at))
-            }
-            (_, from) => from.map(|from| ("$gte", from)),
+        let Some((ties, later)) = page_filters(page) else {
+            return Ok(Vec::new());
         };
-        if events.len() >= page.limit {
-            return Ok(events);
+        let mut events = match ties {
+            Some(ties) => self.events_where(ties, page.limit).await?,
+            None => Vec::new(),
+        };
+        if events.len() < page.limit {
+            let left = page.limit - events.len();
+            events.extend(self.events_where(later, left).await?);
         }
-        let mut time = Document::new();
-        if let Some((op, at)) = lower {
-            time.insert(op, bson_time(at));
-        }
-        if let Some(to) = page.to {
-            time.insert("$lt", bson_time(to));
-        }
-        let mut later = doc! { "site_id": &page.site_id };
-        if !time.is_empty() {
-            later.insert("timestamp", time);
-        }
-        let left = page.limit - events.len();
-        events.extend(self.events_where(later, left).await?);
         Ok(events)
+    }
+
+    /// The site's events from `first` on, in pages (see `Store::events`): the two
+    /// queries of [`page_filters`], each read to its end by one cursor.
+    pub(crate) fn events(&self, first: EventsPage) -> BoxStream<'static, Result<Vec<QueuedEvent>>> {
+        let events = self.events.clone();
+        let limit = first.limit.max(1);
+        let opened = async move {
+            let mut parts = Vec::new();
+            if let Some((ties, later)) = page_filters(&first) {
+                for filter in ties.into_iter().chain([later]) {
+                    let cursor = events.find(filter).sort(order()).await?;
+                    parts.push(cursor.map_err(StoreError::from));
+                }
+            }
+            Ok::<_, StoreError>(futures::stream::iter(parts).flatten())
+        };
+        futures::stream::once(opened)
+            .try_flatten()
+            .and_then(|d| futures::future::ready(from_doc(&d)))
+            .try_chunks(limit)
+            .map_err(|TryChunksError(_, e)| e)
+            .boxed()
     }
 
     /// At most `limit` events matching `filter`, by timestamp then id.
     async fn events_where(&self, filter: Document, limit: usize) -> Result<Vec<QueuedEvent>> {
         self.events
             .find(filter)
-            .sort(doc! { "timestamp": 1, "_id": 1 })
+            .sort(order())
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await?
             .try_collect::<Vec<Document>>()
@@ -222,4 +224,40 @@ impl MongoStore {
             .map(from_doc)
             .collect()
     }
+}
+
+/// Events by timestamp then id: the order of the `(site, timestamp, _id)` index.
+fn order() -> Document {
+    doc! { "timestamp": 1, "_id": 1 }
+}
+
+/// The two queries of a site's events from `page` on, each a range of the
+/// `(site, timestamp, _id)` index: after an event, those at its millisecond with a later
+/// id; then the later ones (within `from` and `to`). None when nothing can follow. One
+/// query with an `$or` of both made secantusd-rs filter the site's events instead.
+fn page_filters(page: &EventsPage) -> Option<(Option<Document>, Document)> {
+    let (ties, lower) = match (page.after, page.from) {
+        (Some((at, _)), _) if page.to.is_some_and(|to| at >= to) => return None,
+        (Some((at, id)), from) if from.is_none_or(|from| at >= from) => {
+            let ties = doc! {
+                "site_id": &page.site_id,
+                "timestamp": bson_time(at),
+                "_id": { "$gt": id.to_string() },
+            };
+            (Some(ties), Some(("$gt", at)))
+        }
+        (_, from) => (None, from.map(|from| ("$gte", from))),
+    };
+    let mut time = Document::new();
+    if let Some((op, at)) = lower {
+        time.insert(op, bson_time(at));
+    }
+    if let Some(to) = page.to {
+        time.insert("$lt", bson_time(to));
+    }
+    let mut later = doc! { "site_id": &page.site_id };
+    if !time.is_empty() {
+        later.insert("timestamp", time);
+    }
+    Some((ties, later))
 }

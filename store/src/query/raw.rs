@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use beacon_protocol::query::Dimension;
+use futures::TryStreamExt;
 
 use super::Plan;
 use super::filter::{Subject, VisitView, value_of};
@@ -36,7 +37,7 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
     let keys = store.hash_keys()?;
     let from = plan.span.from - MAX_VISIT_MS - GAP_MS;
     let to = plan.span.to.saturating_add(MAX_VISIT_MS);
-    let mut page = EventsPage {
+    let first = EventsPage {
         site_id: plan.site_id.clone(),
         from: chrono::DateTime::from_timestamp_millis(from),
         to: chrono::DateTime::from_timestamp_millis(to),
@@ -45,12 +46,8 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
     };
     let mut tally = Tally::new(plan, keys);
     let mut open: HashMap<String, Vec<QueuedEvent>> = HashMap::new();
-    loop {
-        let events = store.events_page(&page).await?;
-        let full = events.len() == page.limit;
-        if let Some(last) = events.last() {
-            page = page.next(last);
-        }
+    let mut pages = store.events(first);
+    while let Some(events) = pages.try_next().await? {
         let now = events.last().map(|e| millis(e.timestamp));
         for e in events {
             let Some(user) = e.user_id.clone() else {
@@ -83,9 +80,6 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
                     tally.visit(&visit)?;
                 }
             }
-        }
-        if !full {
-            break;
         }
     }
     for visit in open.into_values() {

@@ -15,6 +15,7 @@
 //! Files, one concern each:
 //! - `open`: connections, pragmas and the schema;
 //! - `queue`: enqueueing (the group-commit sink), claims and the queue's depth;
+//! - `events`: how `events` stores an event (compactly);
 //! - `moves`: moving a claimed range into `events`;
 //! - `rollups`: adding a batch to its buckets;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
@@ -24,6 +25,7 @@
 //! - `codec`: records to and from rows.
 
 mod codec;
+mod events;
 mod moves;
 mod open;
 mod queue;
@@ -80,6 +82,8 @@ pub struct EmbeddedStore {
 pub(crate) struct SqliteFile {
     conn: Connection,
     queue: Arc<str>,
+    /// The ids of `texts` (`beacon.db`'s writer only).
+    texts: events::Texts,
 }
 
 impl EmbeddedStore {

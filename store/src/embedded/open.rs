@@ -8,6 +8,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, params};
 
 use super::codec::CONTEXT_FIELDS;
+use super::events;
 use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
 use crate::group::Writer;
 use crate::rollup::EXTRA_NAMES;
@@ -32,10 +33,12 @@ impl EmbeddedStore {
                 })?;
                 let queue_path = dir.join(QUEUE_FILE);
                 let queue_writer = connect(&queue_path)?;
+                give_space_back(&queue_writer)?;
                 create_queue_table(&queue_writer, &queue)?;
                 let path = dir.join(DB_FILE);
-                let writer = connect(&path)?;
+                let mut writer = connect(&path)?;
                 create_schema(&writer)?;
+                events::upgrade(&mut writer)?;
                 attach_queue(&writer, &queue_path)?;
                 let keys = install_keys(&writer)?;
                 let readers = readers(path.clone(), queue_path)?;
@@ -47,6 +50,7 @@ impl EmbeddedStore {
         let file = |conn| SqliteFile {
             conn,
             queue: Arc::clone(&queue),
+            texts: Default::default(),
         };
         Ok(Self {
             writer: Writer::start("beacon-events", file(writer))?,
@@ -69,9 +73,27 @@ fn connect(path: &Path) -> Result<Connection> {
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "SQLite did not switch to WAL mode");
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    // After a checkpoint, a WAL that grew past this is cut back to it.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA journal_size_limit = 8388608;",
+    )?;
     Ok(conn)
 }
+
+/// Lets the queue's file shrink once drained (see `queue::shrink`): incremental
+/// auto-vacuum, set on a new file, or by one `VACUUM` on a file made before it (the
+/// queue is bounded by backpressure, so that is quick).
+fn give_space_back(conn: &Connection) -> Result<()> {
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode != INCREMENTAL {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    }
+    Ok(())
+}
+
+/// `PRAGMA auto_vacuum`'s value for incremental.
+const INCREMENTAL: i64 = 2;
 
 /// The columns after `event_id` that the queue and `events` share.
 const EVENT_FIELDS: &str = "site_id TEXT NOT NULL, event_type TEXT NOT NULL, path TEXT, \
@@ -151,13 +173,7 @@ fn attach_queue(conn: &Connection, queue_path: &Path) -> Result<()> {
 fn create_schema(conn: &Connection) -> Result<()> {
     let extras = rollup_extras();
     conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS events (
-             event_id TEXT PRIMARY KEY,
-             {EVENT_FIELDS}, {CONTEXT_FIELDS},
-             processed_at INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS events_site_time ON events (site_id, timestamp);
-         CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL);
+        "CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, salt BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS rollups (
              site_id TEXT NOT NULL,
              granularity TEXT NOT NULL,
@@ -208,9 +224,13 @@ fn create_schema(conn: &Connection) -> Result<()> {
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS api_keys_site ON api_keys (site_id);"
     ))?;
-    for table in ["events", "dead_letters"] {
-        add_missing_columns(conn, table, CONTEXT_FIELDS)?;
+    // A store of the first layout keeps its `events` until `events::upgrade`.
+    if events::first_layout(conn)? {
+        add_missing_columns(conn, "events", CONTEXT_FIELDS)?;
+    } else {
+        conn.execute_batch(events::SCHEMA)?;
     }
+    add_missing_columns(conn, "dead_letters", CONTEXT_FIELDS)?;
     add_missing_columns(conn, "rollups", &extras)
 }
 

@@ -9,9 +9,11 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
+use uuid::Uuid;
+
 use super::EmbeddedStore;
 use super::queue::count_queued;
-use crate::{Result, millis};
+use crate::{Result, StoreError, millis};
 
 impl EmbeddedStore {
     /// Deletes `user_id`'s events of `site_id`, queued and stored, and their visit
@@ -45,14 +47,18 @@ impl EmbeddedStore {
                 let mut both = 0;
                 {
                     let mut stored = tx.prepare_cached(
-                        "SELECT 1 FROM events WHERE event_id = ?1 AND site_id = ?2",
+                        "SELECT 1 FROM events WHERE id = ?2
+                         AND site = (SELECT id FROM texts WHERE value = ?1)",
                     )?;
                     for id in &queued {
-                        both += u64::from(stored.exists(params![id, site])?);
+                        let id = Uuid::parse_str(id)
+                            .map_err(|_| StoreError::Corrupt(format!("queued event id {id}")))?;
+                        both += u64::from(stored.exists(params![site, id.as_bytes()])?);
                     }
                 }
                 let n = tx.execute(
-                    "DELETE FROM events WHERE site_id = ?1 AND user_id = ?2",
+                    "DELETE FROM events WHERE site = (SELECT id FROM texts WHERE value = ?1)
+                     AND user_id = ?2",
                     params![site, user],
                 )? as u64;
                 tx.execute(
@@ -76,8 +82,8 @@ impl EmbeddedStore {
                 .collect::<rusqlite::Result<_>>()?;
             let mut deleted = 0;
             let mut delete = conn.prepare_cached(
-                "DELETE FROM events WHERE event_id IN (SELECT event_id FROM events
-                 WHERE site_id = ?1 AND timestamp < ?2 LIMIT ?3)",
+                "DELETE FROM events WHERE id IN (SELECT id FROM events
+                 WHERE site = (SELECT id FROM texts WHERE value = ?1) AND time < ?2 LIMIT ?3)",
             )?;
             for site in sites {
                 let left = limit - deleted;

@@ -8,7 +8,8 @@ use beacon_protocol::TimeRange;
 use rusqlite::{Transaction, params};
 
 use super::EmbeddedStore;
-use super::codec::{EVENT_COLUMNS, read_event, sql_id};
+use super::codec::{read_event, sql_id};
+use super::events::{SELECT, SITE};
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
@@ -42,9 +43,11 @@ impl EmbeddedStore {
                     }
                     Piece::Raw { from, to } => {
                         let mut stmt = tx.prepare_cached(
-                            "SELECT path, user_id FROM events WHERE site_id = ?1
-                             AND timestamp >= ?2 AND timestamp < ?3
-                             AND (?4 = '' OR event_type = ?4)",
+                            "SELECT p.value, e.user_id FROM events e
+                             LEFT JOIN texts p ON p.id = e.path
+                             WHERE e.site = (SELECT id FROM texts WHERE value = ?1)
+                             AND e.time >= ?2 AND e.time < ?3
+                             AND (?4 = '' OR e.type = (SELECT id FROM texts WHERE value = ?4))",
                         )?;
                         let rows = stmt
                             .query_map(params![range.site_id, from, to, event_type], |r| {
@@ -103,14 +106,13 @@ impl EmbeddedStore {
         self.read(move |conn, _| {
             let from = page.from.map_or(i64::MIN, millis);
             let (start, after_at, after_id) = match page.after {
-                Some((at, id)) => (from.max(millis(at)), millis(at), id.to_string()),
-                None => (from, i64::MIN, String::new()),
+                Some((at, id)) => (from.max(millis(at)), millis(at), id.as_bytes().to_vec()),
+                None => (from, i64::MIN, Vec::new()),
             };
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE site_id = ?1
-                 AND timestamp >= ?2 AND timestamp < ?3
-                 AND (timestamp > ?4 OR event_id > ?5)
-                 ORDER BY timestamp, event_id LIMIT ?6"
+                "{SELECT} WHERE e.site = {SITE} AND e.time >= ?2 AND e.time < ?3
+                 AND (e.time > ?4 OR e.id > ?5)
+                 ORDER BY e.time, e.id LIMIT ?6"
             ))?;
             let rows = stmt.query_map(
                 params![

@@ -1,0 +1,186 @@
+//! How `events` stores an event, smallest first: disk is what a self-hosted install pays
+//! for every month.
+//!
+//! - The id as its 16 bytes, not 36 characters of text.
+//! - Texts that repeat (the site, the event type, the path, and the context's fields as
+//!   one JSON array) once each in `texts`, referenced by a small integer id.
+//! - Times as integers: the event's own, then when it arrived and when it was moved,
+//!   each as a difference from the one before, which is small.
+//!
+//! Rows are read back whole through [`SELECT`], in the order of `codec::EVENT_COLUMNS`,
+//! so that the queue's rows and stored ones decode alike.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::codec::{props_json, read_event};
+use crate::{QueuedEvent, Result, millis};
+
+/// The tables: `events` (keyed by id, with the index that reads a site's time range)
+/// and `texts`.
+pub(super) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS texts (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE);
+    CREATE TABLE IF NOT EXISTS events (
+        id BLOB PRIMARY KEY,
+        site INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        type INTEGER NOT NULL,
+        path INTEGER,
+        user_id TEXT,
+        ingested INTEGER NOT NULL,
+        processed INTEGER NOT NULL,
+        props TEXT,
+        context INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS events_site_time ON events (site, time);";
+
+/// Stored events (as `e`) as `codec::EVENT_COLUMNS` lists them; a query adds `WHERE`.
+pub(super) const SELECT: &str = "SELECT lower(hex(e.id)), s.value, t.value, p.value, e.user_id,
+        e.time, e.time + e.ingested, e.props, c.value ->> 0, c.value ->> 1, c.value ->> 2,
+        c.value ->> 3, c.value ->> 4, c.value ->> 5, c.value ->> 6, c.value ->> 7,
+        c.value ->> 8, c.value ->> 9, c.value ->> 10, c.value ->> 11, c.value ->> 12,
+        c.value ->> 13, c.value ->> 14
+    FROM events e JOIN texts s ON s.id = e.site JOIN texts t ON t.id = e.type
+        LEFT JOIN texts p ON p.id = e.path LEFT JOIN texts c ON c.id = e.context";
+
+/// The id of a site's text, for `WHERE e.site = …` (no row, so no match, if unknown).
+pub(super) const SITE: &str = "(SELECT id FROM texts WHERE value = ?1)";
+
+/// Texts' ids known to be committed, so that most lookups cost no query.
+const CACHED: usize = 50_000;
+
+/// The ids of texts, as the writer thread knows them.
+#[derive(Debug, Default)]
+pub(crate) struct Texts {
+    /// Committed ids.
+    cache: HashMap<String, i64>,
+    /// Ids read or added since the last commit, which a rollback may undo.
+    pending: HashMap<String, i64>,
+}
+
+impl Texts {
+    /// The id of `text`, added to `texts` if new.
+    fn id(&mut self, conn: &Connection, text: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.cache.get(text).or_else(|| self.pending.get(text)) {
+            return Ok(*id);
+        }
+        let found = conn
+            .prepare_cached("SELECT id FROM texts WHERE value = ?1")?
+            .query_row([text], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                conn.prepare_cached("INSERT INTO texts (value) VALUES (?1)")?
+                    .execute([text])?;
+                conn.last_insert_rowid()
+            }
+        };
+        self.pending.insert(text.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Before a transaction: nothing is pending (a failed one may have left some).
+    pub(crate) fn begin(&mut self) {
+        self.pending.clear();
+    }
+
+    /// After a commit: what was pending is now known for good.
+    pub(crate) fn committed(&mut self) {
+        if self.cache.len() + self.pending.len() > CACHED {
+            self.cache.clear();
+        }
+        self.cache.extend(self.pending.drain());
+    }
+
+    /// After a rollback (of a transaction or a savepoint): what was added may be gone.
+    pub(crate) fn rolled_back(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// Inserts `e`, moved at `processed_at`, unless an event with its id is stored; answers
+/// whether it did.
+pub(super) fn insert(
+    conn: &Connection,
+    texts: &mut Texts,
+    e: &QueuedEvent,
+    processed_at: i64,
+) -> rusqlite::Result<bool> {
+    let site = texts.id(conn, &e.site_id)?;
+    let event_type = texts.id(conn, &e.event_type)?;
+    let path = e.path.as_deref().map(|p| texts.id(conn, p)).transpose()?;
+    let values = e.context.values();
+    let context = if values.iter().all(Option::is_none) {
+        None
+    } else {
+        let json = serde_json::to_string(&values)
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+        Some(texts.id(conn, &json)?)
+    };
+    let props = props_json(e).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+    let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO events (id, site, time, type, path, user_id, ingested, processed,
+                 props, context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![
+            e.event_id.as_bytes(),
+            site,
+            time,
+            event_type,
+            path,
+            e.user_id,
+            ingested.saturating_sub(time),
+            processed_at.saturating_sub(ingested),
+            props,
+            context,
+        ])?;
+    Ok(added == 1)
+}
+
+/// Whether `events` has the first layout: a text `event_id` and texts in every row.
+pub(super) fn first_layout(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'event_id'")?
+        .exists([])?)
+}
+
+/// Rewrites `events` of the first layout (text ids and texts in every row) into this
+/// one, in one transaction: a crash leaves the old table whole, to be rewritten again.
+pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
+    if !first_layout(conn)? {
+        return Ok(());
+    }
+    tracing::info!("rewriting events into the compact layout: once, at start-up");
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE events RENAME TO events_v1; DROP INDEX IF EXISTS events_site_time;",
+    )?;
+    tx.execute_batch(SCHEMA)?;
+    let mut texts = Texts::default();
+    let mut n = 0u64;
+    {
+        let mut rows = tx.prepare(&format!(
+            "SELECT {}, processed_at FROM events_v1",
+            super::codec::EVENT_COLUMNS
+        ))?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let event = read_event(row, 0)?;
+            let processed_at: i64 = row.get(super::codec::EVENT_COLUMN_COUNT)?;
+            insert(&tx, &mut texts, &event, processed_at)?;
+            n += 1;
+        }
+    }
+    tx.execute_batch("DROP TABLE events_v1")?;
+    tx.commit()?;
+    tracing::info!(events = n, "events rewritten");
+    // The old table's pages are free now; give them back to the file system.
+    conn.execute_batch("VACUUM")?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The embedded store's files on disk: a store made by an earlier version opens with
+//! every value it held, and the queue's file gives its space back once drained.
+#![allow(clippy::unwrap_used)]
+
+use beacon_store::{Context, EventsPage, QueuedEvent};
+use beacon_testkit::TestBackend;
+use beacon_testkit::store::{drain, enqueue, open, page_view};
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+/// `events` as the first layout made it: text ids, and every text in every row.
+const FIRST_LAYOUT: &str = "CREATE TABLE events (
+    event_id TEXT PRIMARY KEY, site_id TEXT NOT NULL, event_type TEXT NOT NULL, path TEXT,
+    user_id TEXT, timestamp INTEGER NOT NULL, ingested_at INTEGER NOT NULL, props TEXT,
+    hostname TEXT, referrer TEXT, source TEXT, channel TEXT, utm_source TEXT,
+    utm_medium TEXT, utm_campaign TEXT, utm_content TEXT, utm_term TEXT, browser TEXT,
+    browser_version TEXT, os TEXT, os_version TEXT, device TEXT, country TEXT,
+    processed_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX events_site_time ON events (site_id, timestamp);";
+
+#[tokio::test]
+async fn a_store_of_the_first_layout_opens_with_every_value_it_held() {
+    let b = TestBackend::embedded();
+    let dir = b.data_dir().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+    let mut full = page_view("s", "/pricing", Some("u1"), at);
+    full.props = json!({"plan": "pro", "seats": 3}).as_object().cloned();
+    full.context = Context {
+        hostname: Some("example.com".into()),
+        referrer: Some("news.ycombinator.com/item".into()),
+        source: Some("Hacker News".into()),
+        channel: Some("Referral".into()),
+        utm_campaign: Some("launch \"day\" \u{1f680}".into()),
+        browser: Some("Firefox".into()),
+        browser_version: Some("133".into()),
+        device: Some("Desktop".into()),
+        country: Some("".into()),
+        ..Context::default()
+    };
+    let mut bare = page_view("s", "/", None, at + chrono::TimeDelta::milliseconds(1));
+    bare.path = None;
+    bare.event_type = "signup".into();
+    let other_site = page_view("t", "/pricing", Some("u1"), at);
+    let old = [full.clone(), bare.clone(), other_site.clone()];
+    {
+        let conn = rusqlite::Connection::open(dir.join("beacon.db")).unwrap();
+        conn.execute_batch(FIRST_LAYOUT).unwrap();
+        for e in &old {
+            let mut values: Vec<rusqlite::types::Value> = vec![
+                e.event_id.to_string().into(),
+                e.site_id.clone().into(),
+                e.event_type.clone().into(),
+                e.path.clone().into(),
+                e.user_id.clone().into(),
+                e.timestamp.timestamp_millis().into(),
+                e.ingested_at.timestamp_millis().into(),
+                e.props
+                    .as_ref()
+                    .map(|p| serde_json::to_string(p).unwrap())
+                    .into(),
+            ];
+            values.extend(e.context.values().map(|v| v.map(str::to_owned).into()));
+            values.push(e.ingested_at.timestamp_millis().into());
+            conn.execute(
+                &format!(
+                    "INSERT INTO events VALUES ({})",
+                    vec!["?"; values.len()].join(", ")
+                ),
+                rusqlite::params_from_iter(values),
+            )
+            .unwrap();
+        }
+    }
+
+    let store = open(&b).await;
+    let read = |site: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .events_page(&EventsPage::first(site, 10))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(read("s").await, vec![full.clone(), bare]);
+    assert_eq!(read("t").await, vec![other_site]);
+    // The ids are still the key of exactly-once: a copy sent again is not stored again.
+    enqueue(&store, vec![full]).await;
+    assert_eq!(drain(&store).await, 0);
+    assert_eq!(read("s").await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_queue_file_gives_its_space_back_once_drained() {
+    let b = TestBackend::embedded();
+    let store = open(&b).await;
+    let queue_file = b.data_dir().unwrap().join("queue.db");
+    let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+    let padding = "x".repeat(2000);
+    let events: Vec<QueuedEvent> = (0..10_000)
+        .map(|i| {
+            let mut e = page_view("s", &format!("/{i}"), Some("u"), at);
+            e.props = json!({ "padding": padding }).as_object().cloned();
+            e
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        enqueue(&store, chunk.to_vec()).await;
+    }
+    let full = size_after_checkpoint(&queue_file);
+    assert!(full > 20_000_000, "the queue holds 20 MB: {full} bytes");
+    assert_eq!(drain(&store).await, 10_000);
+    let drained = size_after_checkpoint(&queue_file);
+    // What stays is the free pages kept for the next fill (4 MiB) and the schema.
+    assert!(drained < 5_000_000, "drained, the file is {drained} bytes");
+}
+
+/// The file's size once its WAL is checkpointed into it.
+fn size_after_checkpoint(path: &std::path::Path) -> u64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    std::fs::metadata(path).unwrap().len()
+}

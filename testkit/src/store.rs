@@ -114,8 +114,7 @@ pub async fn poison(backend: &TestBackend) {
             let conn =
                 rusqlite::Connection::open(data_dir.join("beacon.db")).expect("beacon.db opens");
             conn.execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON events
-                 WHEN NEW.path = (SELECT id FROM texts WHERE value = '/poison')
+                "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.path = '/poison'
                  BEGIN SELECT RAISE(ABORT, 'this path is refused'); END;",
             )
             .expect("the trigger is created");

@@ -2,20 +2,23 @@
 //! for every month.
 //!
 //! - The id as its 16 bytes, not 36 characters of text.
-//! - Texts that repeat (the site, the event type, the path, and the context's fields as
-//!   one JSON array) once each in `texts`, referenced by a small integer id.
+//! - Texts that repeat (the site, the event type, and the context's fields as one JSON
+//!   array) once each in `texts`, referenced by a small integer id. Paths stay in the
+//!   row: a site with a long tail of paths would make `texts` (and its index on the
+//!   text) as big as the paths themselves, and every new path a random index write.
 //! - Times as integers: the event's own, then when it arrived and when it was moved,
 //!   each as a difference from the one before, which is small.
 //!
-//! Rows are read back whole through [`SELECT`], in the order of `codec::EVENT_COLUMNS`,
-//! so that the queue's rows and stored ones decode alike.
+//! Rows are read back whole through [`SELECT`] and [`read`], which decodes each context
+//! once per read however many events share it.
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
 
 use super::codec::{props_json, read_event};
-use crate::{QueuedEvent, Result, millis};
+use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// The tables: `events` (keyed by id, with the index that reads a site's time range)
 /// and `texts`.
@@ -26,7 +29,7 @@ pub(super) const SCHEMA: &str = "
         site INTEGER NOT NULL,
         time INTEGER NOT NULL,
         type INTEGER NOT NULL,
-        path INTEGER,
+        path TEXT,
         user_id TEXT,
         ingested INTEGER NOT NULL,
         processed INTEGER NOT NULL,
@@ -35,14 +38,49 @@ pub(super) const SCHEMA: &str = "
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS events_site_time ON events (site, time);";
 
-/// Stored events (as `e`) as `codec::EVENT_COLUMNS` lists them; a query adds `WHERE`.
-pub(super) const SELECT: &str = "SELECT lower(hex(e.id)), s.value, t.value, p.value, e.user_id,
-        e.time, e.time + e.ingested, e.props, c.value ->> 0, c.value ->> 1, c.value ->> 2,
-        c.value ->> 3, c.value ->> 4, c.value ->> 5, c.value ->> 6, c.value ->> 7,
-        c.value ->> 8, c.value ->> 9, c.value ->> 10, c.value ->> 11, c.value ->> 12,
-        c.value ->> 13, c.value ->> 14
+/// Stored events (as `e`), for [`read`]; a query adds `WHERE`.
+pub(super) const SELECT: &str = "SELECT e.id, s.value, t.value, e.path, e.user_id, e.time,
+        e.ingested, e.props, e.context, c.value
     FROM events e JOIN texts s ON s.id = e.site JOIN texts t ON t.id = e.type
-        LEFT JOIN texts p ON p.id = e.path LEFT JOIN texts c ON c.id = e.context";
+        LEFT JOIN texts c ON c.id = e.context";
+
+/// Reads a row of [`SELECT`]; `contexts` keeps the contexts decoded so far, by id.
+pub(super) fn read(row: &Row<'_>, contexts: &mut HashMap<i64, Context>) -> Result<QueuedEvent> {
+    let id: Vec<u8> = row.get(0)?;
+    let time: i64 = row.get(5)?;
+    let props: Option<String> = row.get(7)?;
+    let context = match row.get::<_, Option<i64>>(8)? {
+        None => Context::default(),
+        Some(id) => match contexts.get(&id) {
+            Some(context) => context.clone(),
+            None => {
+                let json: String = row.get(9)?;
+                let mut values: Vec<Option<String>> = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("context {id}: {e}")))?;
+                values.resize(Context::FIELDS.len(), None);
+                let context = Context::from_values(|i| values[i].take());
+                contexts.insert(id, context.clone());
+                context
+            }
+        },
+    };
+    Ok(QueuedEvent {
+        event_id: Uuid::from_slice(&id)
+            .map_err(|_| StoreError::Corrupt(format!("event id {id:?}")))?,
+        site_id: row.get(1)?,
+        event_type: row.get(2)?,
+        path: row.get(3)?,
+        user_id: row.get(4)?,
+        timestamp: from_millis(time)?,
+        ingested_at: from_millis(time.saturating_add(row.get(6)?))?,
+        props: props
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
+        context,
+        continues: None,
+    })
+}
 
 /// The id of a site's text, for `WHERE e.site = …` (no row, so no match, if unknown).
 pub(super) const SITE: &str = "(SELECT id FROM texts WHERE value = ?1)";
@@ -110,7 +148,6 @@ pub(super) fn insert(
 ) -> rusqlite::Result<bool> {
     let site = texts.id(conn, &e.site_id)?;
     let event_type = texts.id(conn, &e.event_type)?;
-    let path = e.path.as_deref().map(|p| texts.id(conn, p)).transpose()?;
     let values = e.context.values();
     let context = if values.iter().all(Option::is_none) {
         None
@@ -133,7 +170,7 @@ pub(super) fn insert(
             site,
             time,
             event_type,
-            path,
+            e.path,
             e.user_id,
             ingested.saturating_sub(time),
             processed_at.saturating_sub(ingested),

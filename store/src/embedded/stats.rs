@@ -8,8 +8,8 @@ use beacon_protocol::TimeRange;
 use rusqlite::{Transaction, params};
 
 use super::EmbeddedStore;
-use super::codec::{read_event, sql_id};
-use super::events::{SELECT, SITE};
+use super::codec::sql_id;
+use super::events::{self, SELECT, SITE};
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
@@ -43,8 +43,7 @@ impl EmbeddedStore {
                     }
                     Piece::Raw { from, to } => {
                         let mut stmt = tx.prepare_cached(
-                            "SELECT p.value, e.user_id FROM events e
-                             LEFT JOIN texts p ON p.id = e.path
+                            "SELECT e.path, e.user_id FROM events e
                              WHERE e.site = (SELECT id FROM texts WHERE value = ?1)
                              AND e.time >= ?2 AND e.time < ?3
                              AND (?4 = '' OR e.type = (SELECT id FROM texts WHERE value = ?4))",
@@ -114,6 +113,7 @@ impl EmbeddedStore {
                  AND (e.time > ?4 OR e.id > ?5)
                  ORDER BY e.time, e.id LIMIT ?6"
             ))?;
+            let mut contexts = HashMap::new();
             let rows = stmt.query_map(
                 params![
                     page.site_id,
@@ -123,7 +123,7 @@ impl EmbeddedStore {
                     after_id,
                     i64::try_from(page.limit).unwrap_or(i64::MAX),
                 ],
-                |row| Ok(read_event(row, 0)),
+                |row| Ok(events::read(row, &mut contexts)),
             )?;
             rows.map(|r| r?).collect()
         })

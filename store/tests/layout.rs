@@ -1,5 +1,6 @@
 //! The embedded store's files on disk: a store made by an earlier version opens with
-//! every value it held, and the queue's file gives its space back once drained.
+//! every value it held, and the files give their space back once the queue is drained
+//! or events expire.
 #![allow(clippy::unwrap_used)]
 
 use beacon_store::{Context, EventsPage, QueuedEvent};
@@ -93,7 +94,7 @@ async fn a_store_of_the_first_layout_opens_with_every_value_it_held() {
 }
 
 #[tokio::test]
-async fn the_queue_file_gives_its_space_back_once_drained() {
+async fn files_give_their_space_back_once_drained_or_expired() {
     let b = TestBackend::embedded();
     let store = open(&b).await;
     let queue_file = b.data_dir().unwrap().join("queue.db");
@@ -115,6 +116,18 @@ async fn the_queue_file_gives_its_space_back_once_drained() {
     let drained = size_after_checkpoint(&queue_file);
     // What stays is the free pages kept for the next fill (4 MiB) and the schema.
     assert!(drained < 5_000_000, "drained, the file is {drained} bytes");
+
+    // The same for `beacon.db` once retention deletes the events.
+    let db_file = b.data_dir().unwrap().join("beacon.db");
+    let stored = size_after_checkpoint(&db_file);
+    assert!(stored > 20_000_000, "the events take 20 MB: {stored} bytes");
+    let expired = store
+        .expire_events(at + chrono::TimeDelta::days(1), 100_000)
+        .await
+        .unwrap();
+    assert_eq!(expired, 10_000);
+    let emptied = size_after_checkpoint(&db_file);
+    assert!(emptied < 5_000_000, "expired, the file is {emptied} bytes");
 }
 
 /// The file's size once its WAL is checkpointed into it.

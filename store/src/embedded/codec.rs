@@ -2,6 +2,7 @@
 //! conversions of ids, times and props.
 
 use rusqlite::{Row, Statement};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
@@ -53,6 +54,14 @@ pub(super) fn props_json(e: &QueuedEvent) -> Result<Option<String>> {
         .map_err(|e| StoreError::Corrupt(format!("props: {e}")))
 }
 
+/// `props` as stored (see [`props_json`]), parsed.
+pub(super) fn parse_props(props: Option<String>) -> Result<Option<Map<String, Value>>> {
+    props
+        .map(|p| serde_json::from_str(&p))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("props: {e}")))
+}
+
 /// Reads [`EVENT_COLUMNS`] starting at column `first`.
 pub(super) fn read_event(row: &Row<'_>, first: usize) -> Result<QueuedEvent> {
     let id: String = row.get(first)?;
@@ -66,10 +75,7 @@ pub(super) fn read_event(row: &Row<'_>, first: usize) -> Result<QueuedEvent> {
         user_id: row.get(first + 4)?,
         timestamp: from_millis(row.get(first + 5)?)?,
         ingested_at: from_millis(row.get(first + 6)?)?,
-        props: props
-            .map(|p| serde_json::from_str(&p))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
+        props: parse_props(props)?,
         context: read_context(row, first + 8)?,
         continues: None,
     })

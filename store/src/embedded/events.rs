@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use super::codec::{props_json, read_event};
+use super::codec::{parse_props, props_json, read_event};
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// The tables: `events` (keyed by id, with the index that reads a site's time range)
@@ -73,10 +73,7 @@ pub(super) fn read(row: &Row<'_>, contexts: &mut HashMap<i64, Context>) -> Resul
         user_id: row.get(4)?,
         timestamp: from_millis(time)?,
         ingested_at: from_millis(time.saturating_add(row.get(6)?))?,
-        props: props
-            .map(|p| serde_json::from_str(&p))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("props: {e}")))?,
+        props: parse_props(props)?,
         context,
         continues: None,
     })
@@ -189,6 +186,7 @@ pub(super) fn first_layout(conn: &Connection) -> Result<bool> {
 
 /// Rewrites `events` of the first layout (text ids and texts in every row) into this
 /// one, in one transaction: a crash leaves the old table whole, to be rewritten again.
+/// The old table's pages are then given back (`open::shrink`).
 pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
     if !first_layout(conn)? {
         return Ok(());
@@ -218,6 +216,6 @@ pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
     tx.commit()?;
     tracing::info!(events = n, "events rewritten");
     // The old table's pages are free now; give them back to the file system.
-    conn.execute_batch("VACUUM")?;
+    super::open::shrink(conn)?;
     Ok(())
 }

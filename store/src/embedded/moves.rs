@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use super::codec::EVENT_COLUMNS;
 use super::events::{self, Texts};
-use super::queue::{count_queued, shrink};
+use super::open::shrink;
+use super::queue::count_queued;
 use super::rollups::add_to_rollups;
 use super::{EmbeddedStore, visits};
 use crate::error::sqlite_refused;

@@ -37,6 +37,7 @@ impl EmbeddedStore {
                 create_queue_table(&queue_writer, &queue)?;
                 let path = dir.join(DB_FILE);
                 let mut writer = connect(&path)?;
+                give_space_back(&writer)?;
                 create_schema(&writer)?;
                 events::upgrade(&mut writer)?;
                 attach_queue(&writer, &queue_path)?;
@@ -81,13 +82,33 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Lets the queue's file shrink once drained (see `queue::shrink`): incremental
-/// auto-vacuum, set on a new file, or by one `VACUUM` on a file made before it (the
-/// queue is bounded by backpressure, so that is quick).
+/// Lets a file shrink (see [`shrink`]): incremental auto-vacuum, set on a new file, or
+/// by one `VACUUM` on a file made before it.
 fn give_space_back(conn: &Connection) -> Result<()> {
     let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
     if mode != INCREMENTAL {
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    }
+    Ok(())
+}
+
+/// Free pages a file keeps for what it will write next: 4 MiB, so that a queue that
+/// fills and drains all day does not shrink and grow its file at every batch.
+const FREE_PAGES_KEPT: i64 = 1024;
+
+/// Gives a file's free pages past [`FREE_PAGES_KEPT`] back to the file system: the
+/// queue's after a move, `beacon.db`'s after the worker's sweeps delete visit states or
+/// expired events.
+pub(super) fn shrink(conn: &Connection) -> Result<()> {
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    if free > FREE_PAGES_KEPT {
+        // Each step frees one page (as a row without columns): step to the end.
+        let mut vacuum = conn.prepare(&format!(
+            "PRAGMA incremental_vacuum({})",
+            free - FREE_PAGES_KEPT
+        ))?;
+        let mut steps = vacuum.query([])?;
+        while steps.next()?.is_some() {}
     }
     Ok(())
 }

@@ -67,26 +67,6 @@ pub(super) fn count_queued(conn: &rusqlite::Connection, queue: &str, n: i64) -> 
     Ok(())
 }
 
-/// Free pages the queue's file keeps before giving them back: 4 MiB, so that a queue
-/// that fills and drains all day does not shrink and grow its file at every batch.
-const FREE_PAGES_KEPT: i64 = 1024;
-
-/// Gives the queue file's free pages past [`FREE_PAGES_KEPT`] back to the file system
-/// (the file is in incremental auto-vacuum mode, see `open`).
-pub(super) fn shrink(conn: &rusqlite::Connection) -> Result<()> {
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    if free > FREE_PAGES_KEPT {
-        // Each step frees one page (as a row without columns): step to the end.
-        let mut vacuum = conn.prepare(&format!(
-            "PRAGMA incremental_vacuum({})",
-            free - FREE_PAGES_KEPT
-        ))?;
-        let mut steps = vacuum.query([])?;
-        while steps.next()?.is_some() {}
-    }
-    Ok(())
-}
-
 impl EmbeddedStore {
     /// Queues `events` through the queue's writer thread (group commit).
     pub(crate) async fn enqueue(

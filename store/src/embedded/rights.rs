@@ -12,6 +12,8 @@ use rusqlite::params;
 use uuid::Uuid;
 
 use super::EmbeddedStore;
+use super::events::SITE;
+use super::open::shrink;
 use super::queue::count_queued;
 use crate::{Result, StoreError, millis};
 
@@ -46,10 +48,9 @@ impl EmbeddedStore {
                 // A moved event stays queued until its batch is finished: count it once.
                 let mut both = 0;
                 {
-                    let mut stored = tx.prepare_cached(
-                        "SELECT 1 FROM events WHERE id = ?2
-                         AND site = (SELECT id FROM texts WHERE value = ?1)",
-                    )?;
+                    let mut stored = tx.prepare_cached(&format!(
+                        "SELECT 1 FROM events WHERE id = ?2 AND site = {SITE}"
+                    ))?;
                     for id in &queued {
                         let id = Uuid::parse_str(id)
                             .map_err(|_| StoreError::Corrupt(format!("queued event id {id}")))?;
@@ -57,8 +58,7 @@ impl EmbeddedStore {
                     }
                 }
                 let n = tx.execute(
-                    "DELETE FROM events WHERE site = (SELECT id FROM texts WHERE value = ?1)
-                     AND user_id = ?2",
+                    &format!("DELETE FROM events WHERE site = {SITE} AND user_id = ?2"),
                     params![site, user],
                 )? as u64;
                 tx.execute(
@@ -81,10 +81,10 @@ impl EmbeddedStore {
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut deleted = 0;
-            let mut delete = conn.prepare_cached(
+            let mut delete = conn.prepare_cached(&format!(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events
-                 WHERE site = (SELECT id FROM texts WHERE value = ?1) AND time < ?2 LIMIT ?3)",
-            )?;
+                 WHERE site = {SITE} AND time < ?2 LIMIT ?3)"
+            ))?;
             for site in sites {
                 let left = limit - deleted;
                 if left == 0 {
@@ -92,6 +92,8 @@ impl EmbeddedStore {
                 }
                 deleted += delete.execute(params![site, millis(before), left as i64])?;
             }
+            drop(delete);
+            shrink(conn)?;
             Ok(deleted as u64)
         })
         .await
@@ -100,7 +102,9 @@ impl EmbeddedStore {
     /// Deletes the visit states of visitors not seen since `before` (epoch ms).
     pub(crate) async fn forget_visits(&self, before: i64) -> Result<u64> {
         self.write(move |conn, _| {
-            Ok(conn.execute("DELETE FROM visits WHERE last < ?1", [before])? as u64)
+            let forgotten = conn.execute("DELETE FROM visits WHERE last < ?1", [before])?;
+            shrink(conn)?;
+            Ok(forgotten as u64)
         })
         .await
     }

@@ -42,12 +42,11 @@ impl EmbeddedStore {
                         Ok(Part::Buckets(merged(read_buckets(&tx, &read)?)))
                     }
                     Piece::Raw { from, to } => {
-                        let mut stmt = tx.prepare_cached(
+                        let mut stmt = tx.prepare_cached(&format!(
                             "SELECT e.path, e.user_id FROM events e
-                             WHERE e.site = (SELECT id FROM texts WHERE value = ?1)
-                             AND e.time >= ?2 AND e.time < ?3
-                             AND (?4 = '' OR e.type = (SELECT id FROM texts WHERE value = ?4))",
-                        )?;
+                             WHERE e.site = {SITE} AND e.time >= ?2 AND e.time < ?3
+                             AND (?4 = '' OR e.type = (SELECT id FROM texts WHERE value = ?4))"
+                        ))?;
                         let rows = stmt
                             .query_map(params![range.site_id, from, to, event_type], |r| {
                                 Ok((r.get(0)?, r.get(1)?))

@@ -82,14 +82,17 @@ pub(super) fn read(row: &Row<'_>, contexts: &mut HashMap<i64, Context>) -> Resul
 /// The id of a site's text, for `WHERE e.site = …` (no row, so no match, if unknown).
 pub(super) const SITE: &str = "(SELECT id FROM texts WHERE value = ?1)";
 
-/// Texts' ids known to be committed, so that most lookups cost no query.
-const CACHED: usize = 50_000;
+/// The bytes of texts whose ids are kept in memory, so that most lookups cost no query.
+/// By bytes, not entries: a context can be 4 KB, and clients choose how many differ.
+const CACHED_BYTES: usize = 4 << 20;
 
 /// The ids of texts, as the writer thread knows them.
 #[derive(Debug, Default)]
 pub(crate) struct Texts {
     /// Committed ids.
     cache: HashMap<String, i64>,
+    /// The bytes of `cache`'s texts.
+    cached_bytes: usize,
     /// Ids read or added since the last commit, which a rollback may undo.
     pending: HashMap<String, i64>,
 }
@@ -123,10 +126,16 @@ impl Texts {
 
     /// After a commit: what was pending is now known for good.
     pub(crate) fn committed(&mut self) {
-        if self.cache.len() + self.pending.len() > CACHED {
+        let pending: usize = self.pending.keys().map(String::len).sum();
+        if self.cached_bytes + pending > CACHED_BYTES {
             self.cache.clear();
+            self.cached_bytes = 0;
         }
-        self.cache.extend(self.pending.drain());
+        if pending <= CACHED_BYTES {
+            self.cached_bytes += pending;
+            self.cache.extend(self.pending.drain());
+        }
+        self.pending.clear();
     }
 
     /// After a rollback (of a transaction or a savepoint): what was added may be gone.
@@ -218,4 +227,46 @@ pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
     // The old table's pages are free now; give them back to the file system.
     super::open::shrink(conn)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An id added in a savepoint that rolls back is gone: the cache must not keep it.
+    #[test]
+    fn texts_forget_the_ids_a_rollback_undid() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let mut texts = Texts::default();
+        texts.begin();
+        let mut tx = conn.transaction().unwrap();
+        {
+            let attempt = tx.savepoint().unwrap();
+            assert_eq!(texts.id(&attempt, "a").unwrap(), 1);
+        }
+        texts.rolled_back();
+        assert_eq!(texts.id(&tx, "b").unwrap(), 1);
+        tx.commit().unwrap();
+        texts.committed();
+        texts.begin();
+        assert_eq!(texts.id(&conn, "b").unwrap(), 1);
+        assert_eq!(texts.id(&conn, "a").unwrap(), 2);
+    }
+
+    /// The cache holds at most [`CACHED_BYTES`] of texts, however many differ.
+    #[test]
+    fn the_cache_is_bounded_by_bytes() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let mut texts = Texts::default();
+        let long = "x".repeat(4000);
+        for i in 0..3000 {
+            texts.begin();
+            texts.id(&conn, &format!("{long}{i}")).unwrap();
+            texts.committed();
+            assert!(texts.cached_bytes <= CACHED_BYTES);
+        }
+        assert!(texts.cache.len() < 3000);
+    }
 }

@@ -739,3 +739,44 @@ async fn a_cookieless_visit_goes_on_across_midnight() {
         );
     }
 }
+
+/// A raw query longer than a page of events (5,000) forgets the visitors it counted on
+/// days it has passed, and still counts each once a day: two visitors seen every hour
+/// for three days, among 6,000 anonymous events.
+#[tokio::test]
+async fn a_raw_query_over_many_pages_counts_each_visitor_once_a_day() {
+    let b = TestBackend::embedded();
+    let store = open(&b).await;
+    let page_view = |user: Option<&str>, path: &str, t: i64| {
+        beacon_testkit::store::page_view(
+            "days",
+            path,
+            user,
+            DateTime::from_timestamp_millis(t).unwrap(),
+        )
+    };
+    let t0 = start().timestamp_millis();
+    let mut events = Vec::new();
+    for hour in 0..72 {
+        for user in ["a", "b"] {
+            events.push(page_view(Some(user), "/x", t0 + hour * 3_600_000 + 60_000));
+        }
+    }
+    for i in 0..6000 {
+        events.push(page_view(None, "/y", t0 + i * (3 * DAY / 6000)));
+    }
+    for chunk in events.chunks(1000) {
+        enqueue(&store, chunk.to_vec()).await;
+    }
+    drain(&store).await;
+    let q = query(
+        json!({"site_id": "days", "metrics": ["visitors", "pageviews"],
+        "dimensions": ["event:page"], "date_range": ["2026-03-02", "2026-03-04"]}),
+    );
+    for engine in [Engine::Auto, Engine::Raw] {
+        let got = sorted(store.query(&q, Tz::UTC, Utc::now(), engine).await.unwrap());
+        let x = got.iter().find(|(cells, _)| cells == &["/x"]).unwrap();
+        // Two visitors on each of three days; 144 page views.
+        assert_eq!(x.1, vec![json!(6), json!(144)], "{engine:?}: {got:?}");
+    }
+}

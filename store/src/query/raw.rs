@@ -7,9 +7,10 @@
 //! two can differ.
 //!
 //! Memory holds the visits still open (those with an event in the last half hour), the
-//! rows, and for visitors counted once a day, which (day, visitor, row) were counted: so
-//! a query holds at most [`MAX_ROWS`] rows, and answers 400 beyond, asking for a
-//! filter or a shorter range.
+//! rows, and for visitors counted once a day, which (day, visitor, row) were counted on
+//! the days that can still be counted (those of the open visits and after): so a query
+//! holds at most [`MAX_ROWS`] rows, and answers 400 beyond, asking for a filter or a
+//! shorter range.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
@@ -80,6 +81,10 @@ pub(super) async fn run(store: &Store, plan: &Plan) -> Result<(Rows, u64)> {
                     tally.visit(&visit)?;
                 }
             }
+            // Later counts are at a visit still open, or at an event still to come.
+            let oldest = open.values().filter_map(|v| v.first());
+            let oldest = oldest.map(|e| millis(e.timestamp)).fold(now, i64::min);
+            tally.forget_days_before(oldest);
         }
     }
     for visit in open.into_values() {
@@ -94,8 +99,11 @@ struct Tally<'p> {
     plan: &'p Plan,
     keys: Keys,
     rows: Rows,
-    /// (UTC day, visitor, row without time) counted already, for once-a-day visitors.
+    /// (UTC day, visitor, row without time) counted already, for once-a-day visitors,
+    /// from the day of `counted_from` on.
     counted: HashSet<(i64, u64, u64)>,
+    /// The first UTC day `counted` still holds.
+    counted_from: i64,
     /// Everyone with a counted event in the range.
     all_users: Sketch,
 }
@@ -107,6 +115,7 @@ impl<'p> Tally<'p> {
             keys,
             rows: Rows::default(),
             counted: HashSet::new(),
+            counted_from: i64::MIN,
             all_users: Sketch::default(),
         }
     }
@@ -261,6 +270,17 @@ impl<'p> Tally<'p> {
             )));
         }
         Ok(self.rows.entry(cells).or_default())
+    }
+
+    /// Forgets what was counted on UTC days before that of `t`: events come in time
+    /// order, so nothing before `t` is counted any more. This keeps `counted` to the
+    /// visitors of a day or two, not of the whole range.
+    fn forget_days_before(&mut self, t: i64) {
+        let day = t - t.rem_euclid(DAY_MS);
+        if day > self.counted_from {
+            self.counted.retain(|(d, _, _)| *d >= day);
+            self.counted_from = day;
+        }
     }
 
     /// Whether the visitor `user` is counted now in the row `cells` (its time aside):

@@ -189,30 +189,28 @@ fn insert_one_by_one(
     queued: &HashMap<Uuid, i64>,
     now: i64,
 ) -> Result<(Vec<bool>, usize)> {
-    {
-        let mut added = Vec::with_capacity(candidates.len());
-        let mut dead = 0;
-        for e in candidates {
-            let one = tx.savepoint()?;
-            match events::insert(&one, texts, e, now) {
-                Ok(new) => {
-                    one.commit()?;
-                    added.push(new);
-                }
-                Err(err) if sqlite_refused(&err) => {
-                    drop(one); // rolls the attempt back
-                    texts.rolled_back();
-                    // Every candidate is still queued (see `candidates`).
-                    let seq = queued.get(&e.event_id).copied().unwrap_or_default();
-                    dead_letter(tx, queue, seq, &err.to_string(), now)?;
-                    added.push(false);
-                    dead += 1;
-                }
-                Err(err) => return Err(err.into()),
+    let mut added = Vec::with_capacity(candidates.len());
+    let mut dead = 0;
+    for e in candidates {
+        let one = tx.savepoint()?;
+        match events::insert(&one, texts, e, now) {
+            Ok(new) => {
+                one.commit()?;
+                added.push(new);
             }
+            Err(err) if sqlite_refused(&err) => {
+                drop(one); // rolls the attempt back
+                texts.rolled_back();
+                // Every candidate is still queued (see `candidates`).
+                let seq = queued.get(&e.event_id).copied().unwrap_or_default();
+                dead_letter(tx, queue, seq, &err.to_string(), now)?;
+                added.push(false);
+                dead += 1;
+            }
+            Err(err) => return Err(err.into()),
         }
-        Ok((added, dead))
     }
+    Ok((added, dead))
 }
 
 /// Copies queue row `seq` into `dead_letters` with `error`, and logs it.

@@ -740,7 +740,7 @@ async fn a_cookieless_visit_goes_on_across_midnight() {
     }
 }
 
-/// A raw query longer than a page of events (5,000) forgets the visitors it counted on
+/// A raw query longer than a page of events (1,000) forgets the visitors it counted on
 /// days it has passed, and still counts each once a day: two visitors seen every hour
 /// for three days, among 6,000 anonymous events.
 #[tokio::test]

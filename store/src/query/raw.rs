@@ -28,8 +28,9 @@ use crate::rollup::sketch::Sketch;
 use crate::rollup::visits::{GAP_MS, MAX_VISIT_MS};
 use crate::{EventsPage, QueuedEvent, Result, Store, StoreError, millis};
 
-/// Events read at a time.
-const PAGE: usize = 5000;
+/// Events read at a time: few, since each page is allocated and freed whole, and the
+/// allocator keeps what was freed for a while (BENCHMARKS.md, (9)).
+const PAGE: usize = 1000;
 /// Most rows a raw query holds.
 pub(super) const MAX_ROWS: usize = 200_000;
 

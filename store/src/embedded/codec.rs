@@ -62,13 +62,17 @@ pub(super) fn parse_props(props: Option<String>) -> Result<Option<Map<String, Va
         .map_err(|e| StoreError::Corrupt(format!("props: {e}")))
 }
 
+/// An event id as the queue stores it (text), parsed.
+pub(super) fn parse_id(id: &str) -> Result<Uuid> {
+    Uuid::parse_str(id).map_err(|_| StoreError::Corrupt(format!("event id {id}")))
+}
+
 /// Reads [`EVENT_COLUMNS`] starting at column `first`.
 pub(super) fn read_event(row: &Row<'_>, first: usize) -> Result<QueuedEvent> {
     let id: String = row.get(first)?;
     let props: Option<String> = row.get(first + 7)?;
     Ok(QueuedEvent {
-        event_id: Uuid::parse_str(&id)
-            .map_err(|_| StoreError::Corrupt(format!("event id {id}")))?,
+        event_id: parse_id(&id)?,
         site_id: row.get(first + 1)?,
         event_type: row.get(first + 2)?,
         path: row.get(first + 3)?,

@@ -20,7 +20,7 @@ use chrono::Utc;
 use rusqlite::{Transaction, params};
 use uuid::Uuid;
 
-use super::codec::EVENT_COLUMNS;
+use super::codec::{EVENT_COLUMNS, parse_id};
 use super::events::{self, Texts};
 use super::open::shrink;
 use super::queue::count_queued;
@@ -134,9 +134,7 @@ fn still_queued(
     let mut queued = HashMap::new();
     for row in rows {
         let (id, seq) = row?;
-        let id = Uuid::parse_str(&id)
-            .map_err(|_| StoreError::Corrupt(format!("queued event id {id}")))?;
-        queued.insert(id, seq);
+        queued.insert(parse_id(&id)?, seq);
     }
     Ok(queued)
 }

@@ -9,13 +9,12 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use uuid::Uuid;
-
 use super::EmbeddedStore;
+use super::codec::parse_id;
 use super::events::SITE;
 use super::open::shrink;
 use super::queue::count_queued;
-use crate::{Result, StoreError, millis};
+use crate::{Result, millis};
 
 impl EmbeddedStore {
     /// Deletes `user_id`'s events of `site_id`, queued and stored, and their visit
@@ -52,8 +51,7 @@ impl EmbeddedStore {
                         "SELECT 1 FROM events WHERE id = ?2 AND site = {SITE}"
                     ))?;
                     for id in &queued {
-                        let id = Uuid::parse_str(id)
-                            .map_err(|_| StoreError::Corrupt(format!("queued event id {id}")))?;
+                        let id = parse_id(id)?;
                         both += u64::from(stored.exists(params![site, id.as_bytes()])?);
                     }
                 }

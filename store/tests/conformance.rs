@@ -135,6 +135,36 @@ async fn the_same_event_enqueued_twice_is_stored_once() {
     }
 }
 
+/// An event sent without a `timestamp` is timed by its arrival, so a resend comes with
+/// another time: its id still makes it the same event, before and after a move, and
+/// once it is erased a resend is a new event.
+#[tokio::test]
+async fn an_event_the_server_timed_is_stored_once_when_sent_again() {
+    for mut b in TestBackend::all() {
+        b.config.claim_lease = JOINING_LEASE;
+        let store = open(&b).await;
+        let mut sent = beacon_protocol::Event::new("s1", "page_view");
+        sent.event_id = Some(Uuid::now_v7());
+        sent.user_id = Some("u1".into());
+        let arrival = |ms: i64| {
+            let at = Utc::now() + TimeDelta::milliseconds(ms);
+            QueuedEvent::from_event(sent.clone(), at, Default::default())
+        };
+        enqueue(&store, vec![arrival(0)]).await;
+        enqueue(&store, vec![arrival(5)]).await;
+        assert_eq!(drain(&store).await, 1, "{}", b.name);
+        enqueue(&store, vec![arrival(10)]).await;
+        assert_eq!(drain(&store).await, 0, "{}", b.name);
+        assert_eq!(all_stats(&store, "s1").await.total_events, 1, "{}", b.name);
+
+        enqueue(&store, vec![arrival(15)]).await;
+        assert_eq!(store.erase_user("s1", "u1").await.unwrap(), 1, "{}", b.name);
+        drain(&store).await;
+        enqueue(&store, vec![arrival(20)]).await;
+        assert_eq!(drain(&store).await, 1, "{}", b.name);
+    }
+}
+
 #[tokio::test]
 async fn claims_are_oldest_first_and_exclusive() {
     for mut b in TestBackend::all() {

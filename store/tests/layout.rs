@@ -93,6 +93,75 @@ async fn a_store_of_the_first_layout_opens_with_every_value_it_held() {
     assert_eq!(read("s").await.len(), 2);
 }
 
+/// `events` as the second layout made it: keyed by id, with an index on (site, time).
+const SECOND_LAYOUT: &str = "
+CREATE TABLE texts (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE);
+CREATE TABLE events (
+    id BLOB PRIMARY KEY, site INTEGER NOT NULL, time INTEGER NOT NULL,
+    type INTEGER NOT NULL, path TEXT, user_id TEXT, ingested INTEGER NOT NULL,
+    processed INTEGER NOT NULL, props TEXT, context INTEGER
+) WITHOUT ROWID;
+CREATE INDEX events_site_time ON events (site, time);
+INSERT INTO texts (id, value) VALUES (1, 's'), (2, 'page_view');";
+
+#[tokio::test]
+async fn a_store_of_the_second_layout_opens_with_every_event_and_its_resends_caught() {
+    let b = TestBackend::embedded();
+    let dir = b.data_dir().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+    let own_time = page_view("s", "/a", Some("u1"), at);
+    // Sent without a timestamp: its time is its arrival.
+    let mut server_timed = page_view("s", "/b", Some("u2"), at);
+    server_timed.ingested_at = at;
+    {
+        let conn = rusqlite::Connection::open(dir.join("beacon.db")).unwrap();
+        conn.execute_batch(SECOND_LAYOUT).unwrap();
+        for e in [&server_timed, &own_time] {
+            let time = e.timestamp.timestamp_millis();
+            conn.execute(
+                "INSERT INTO events VALUES (?1, 1, ?2, 2, ?3, ?4, ?5, 7, NULL, NULL)",
+                rusqlite::params![
+                    e.event_id.as_bytes(),
+                    time,
+                    e.path,
+                    e.user_id,
+                    e.ingested_at.timestamp_millis() - time,
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    let store = open(&b).await;
+    let page = store
+        .events_page(&EventsPage::first("s", 10))
+        .await
+        .unwrap();
+    assert_eq!(page, vec![own_time.clone(), server_timed.clone()]);
+    // Sent again, each arrives later; the one the server timed comes with a new time.
+    let later = at + chrono::TimeDelta::seconds(3);
+    let mut resent = server_timed.clone();
+    (resent.timestamp, resent.ingested_at) = (later, later);
+    let mut own_resent = own_time.clone();
+    own_resent.ingested_at = later;
+    let new = page_view("s", "/c", Some("u3"), at);
+    enqueue(&store, vec![resent, own_resent, new]).await;
+    assert_eq!(drain(&store).await, 1);
+
+    // Once they expire, nothing of them is kept, not even the ids.
+    let expired = store
+        .expire_events(at + chrono::TimeDelta::days(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(expired, 3);
+    let conn = rusqlite::Connection::open(dir.join("beacon.db")).unwrap();
+    let ids: i64 = conn
+        .query_row("SELECT COUNT(*) FROM server_timed", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ids, 0);
+}
+
 #[tokio::test]
 async fn files_give_their_space_back_once_drained_or_expired() {
     let b = TestBackend::embedded();

@@ -3,11 +3,17 @@
 //!
 //! - The id as its 16 bytes, not 36 characters of text.
 //! - Texts that repeat (the site, the event type, and the context's fields as one JSON
-//!   array) once each in `texts`, referenced by a small integer id. Paths stay in the
-//!   row: a site with a long tail of paths would make `texts` (and its index on the
-//!   text) as big as the paths themselves, and every new path a random index write.
+//!   array) once each in `texts`, referenced by a small integer id.
+//! - A path longer than an integer as the id of its text in `dict`, the rollups' values
+//!   dictionary, which keeps every path anyway (keyed by the path's hash, so no index on
+//!   the text and no second copy). A path whose id another text took stays in the row.
 //! - Times as integers: the event's own, then when it arrived and when it was moved,
 //!   each as a difference from the one before, which is small.
+//! - Rows kept in the order reads want them, by site, time and id, so that no second
+//!   index is needed: that order is also the key that makes a resend of an event
+//!   (same id, same time) land on its first copy. Only an event the server timed (sent
+//!   without a `timestamp`) gets another time when sent again, so the ids of those
+//!   alone are kept in `server_timed`, which catches their resends.
 //!
 //! Rows are read back whole through [`SELECT`] and [`read`], which decodes each context
 //! once per read however many events share it.
@@ -17,32 +23,49 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use super::codec::{parse_props, props_json, read_event};
+use rusqlite::types::Value;
+
+use super::codec::{parse_props, props_json, read_event, sql_id};
+use crate::rollup::hash::Keys;
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
-/// The tables: `events` (keyed by id, with the index that reads a site's time range)
-/// and `texts`.
+/// The tables: `events` (keyed by site, time and id), `server_timed` and `texts`.
 pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS texts (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE);
     CREATE TABLE IF NOT EXISTS events (
-        id BLOB PRIMARY KEY,
         site INTEGER NOT NULL,
         time INTEGER NOT NULL,
+        id BLOB NOT NULL,
         type INTEGER NOT NULL,
-        path TEXT,
+        path, -- no type: a text, or the integer id of a longer text in `dict`
         user_id TEXT,
         ingested INTEGER NOT NULL,
         processed INTEGER NOT NULL,
         props TEXT,
-        context INTEGER
+        context INTEGER,
+        PRIMARY KEY (site, time, id)
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS events_site_time ON events (site, time);";
+    CREATE TABLE IF NOT EXISTS server_timed (id BLOB PRIMARY KEY) WITHOUT ROWID;";
+
+/// An event's path (of `e`), as text, wherever it is kept (see the module doc). A macro,
+/// so that [`SELECT`] and other queries can `concat!` it.
+macro_rules! path_text {
+    () => {
+        "CASE WHEN typeof(e.path) = 'integer'
+            THEN (SELECT value FROM dict WHERE id = e.path) ELSE e.path END"
+    };
+}
+pub(super) use path_text;
 
 /// Stored events (as `e`), for [`read`]; a query adds `WHERE`.
-pub(super) const SELECT: &str = "SELECT e.id, s.value, t.value, e.path, e.user_id, e.time,
+pub(super) const SELECT: &str = concat!(
+    "SELECT e.id, s.value, t.value, ",
+    path_text!(),
+    ", e.user_id, e.time,
         e.ingested, e.props, e.context, c.value
     FROM events e JOIN texts s ON s.id = e.site JOIN texts t ON t.id = e.type
-        LEFT JOIN texts c ON c.id = e.context";
+        LEFT JOIN texts c ON c.id = e.context"
+);
 
 /// Reads a row of [`SELECT`]; `contexts` keeps the contexts decoded so far, by id.
 pub(super) fn read(row: &Row<'_>, contexts: &mut HashMap<i64, Context>) -> Result<QueuedEvent> {
@@ -144,11 +167,33 @@ impl Texts {
     }
 }
 
-/// Inserts `e`, moved at `processed_at`, unless an event with its id is stored; answers
-/// whether it did.
+/// A path as stored: see the module doc. Paths no longer than an id stay in the row.
+fn stored_path(conn: &Connection, keys: &Keys, path: &str) -> rusqlite::Result<Value> {
+    if path.len() <= size_of::<i64>() {
+        return Ok(Value::Text(path.to_owned()));
+    }
+    let id = sql_id(keys.value(path));
+    let taken_by = conn
+        .prepare_cached("SELECT value = ?2 FROM dict WHERE id = ?1")?
+        .query_row(params![id, path], |r| r.get::<_, bool>(0))
+        .optional()?;
+    match taken_by {
+        Some(true) => Ok(Value::Integer(id)),
+        Some(false) => Ok(Value::Text(path.to_owned())),
+        None => {
+            conn.prepare_cached("INSERT INTO dict (id, value) VALUES (?1, ?2)")?
+                .execute(params![id, path])?;
+            Ok(Value::Integer(id))
+        }
+    }
+}
+
+/// Inserts `e`, moved at `processed_at`, unless an event with its id is stored (see the
+/// module doc); answers whether it did.
 pub(super) fn insert(
     conn: &Connection,
     texts: &mut Texts,
+    keys: &Keys,
     e: &QueuedEvent,
     processed_at: i64,
 ) -> rusqlite::Result<bool> {
@@ -162,21 +207,28 @@ pub(super) fn insert(
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Some(texts.id(conn, &json)?)
     };
+    let path = match &e.path {
+        Some(path) => Some(stored_path(conn, keys, path)?),
+        None => None,
+    };
     let props = props_json(e).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
     let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
+    if ingested == time && !remember_server_timed(conn, e.event_id.as_bytes())? {
+        return Ok(false);
+    }
     let added = conn
         .prepare_cached(
             "INSERT INTO events (id, site, time, type, path, user_id, ingested, processed,
                  props, context)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             e.event_id.as_bytes(),
             site,
             time,
             event_type,
-            e.path,
+            path,
             e.user_id,
             ingested.saturating_sub(time),
             processed_at.saturating_sub(ingested),
@@ -186,42 +238,101 @@ pub(super) fn insert(
     Ok(added == 1)
 }
 
-/// Whether `events` has the first layout: a text `event_id` and texts in every row.
-pub(super) fn first_layout(conn: &Connection) -> Result<bool> {
+/// Keeps the id of an event the server timed (its arrival is its time); answers whether
+/// it is new. An event sent with its own time needs none: its key catches a resend.
+fn remember_server_timed(conn: &Connection, id: &[u8]) -> rusqlite::Result<bool> {
     Ok(conn
-        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'event_id'")?
-        .exists([])?)
+        .prepare_cached("INSERT INTO server_timed (id) VALUES (?1) ON CONFLICT DO NOTHING")?
+        .execute([id])?
+        == 1)
 }
 
-/// Rewrites `events` of the first layout (text ids and texts in every row) into this
-/// one, in one transaction: a crash leaves the old table whole, to be rewritten again.
-/// The old table's pages are then given back (`open::shrink`).
-pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
-    if !first_layout(conn)? {
+/// Forgets the ids of deleted events the server timed: `deleted` is what a `DELETE …
+/// RETURNING id, ingested` of `events` answered.
+pub(super) fn forget_server_timed(
+    conn: &Connection,
+    deleted: &[(Vec<u8>, i64)],
+) -> rusqlite::Result<()> {
+    let mut forget = conn.prepare_cached("DELETE FROM server_timed WHERE id = ?1")?;
+    for (id, _) in deleted.iter().filter(|(_, ingested)| *ingested == 0) {
+        forget.execute([id])?;
+    }
+    Ok(())
+}
+
+/// The layouts `events` has had, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// Text ids, and every text in every row.
+    First,
+    /// Keyed by id, with an index on (site, time).
+    Second,
+    /// This one.
+    Current,
+}
+
+/// The layout of `events` in `conn`'s file.
+pub(super) fn layout(conn: &Connection) -> Result<Layout> {
+    let column = |name: &str| -> Result<Option<i64>> {
+        Ok(conn
+            .prepare_cached("SELECT pk FROM pragma_table_info('events') WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?)
+    };
+    Ok(if column("event_id")?.is_some() {
+        Layout::First
+    } else if column("id")? == Some(1) {
+        Layout::Second
+    } else {
+        Layout::Current
+    })
+}
+
+/// Rewrites `events` of an earlier layout into this one, in one transaction: a crash
+/// leaves the old table whole, to be rewritten again. The old table's pages are then
+/// given back (`open::shrink`).
+pub(super) fn upgrade(conn: &mut Connection, keys: &Keys) -> Result<()> {
+    let from = layout(conn)?;
+    if from == Layout::Current {
         return Ok(());
     }
-    tracing::info!("rewriting events into the compact layout: once, at start-up");
+    tracing::info!(
+        ?from,
+        "rewriting events into the current layout: once, at start-up"
+    );
     let tx = conn.transaction()?;
-    tx.execute_batch(
-        "ALTER TABLE events RENAME TO events_v1; DROP INDEX IF EXISTS events_site_time;",
-    )?;
+    tx.execute_batch("ALTER TABLE events RENAME TO events_old;")?;
     tx.execute_batch(SCHEMA)?;
-    let mut texts = Texts::default();
-    let mut n = 0u64;
-    {
+    let n = if from == Layout::First {
+        let mut texts = Texts::default();
+        let mut n = 0u64;
         let mut rows = tx.prepare(&format!(
-            "SELECT {}, processed_at FROM events_v1",
+            "SELECT {}, processed_at FROM events_old ORDER BY site_id, timestamp",
             super::codec::EVENT_COLUMNS
         ))?;
         let mut rows = rows.query([])?;
         while let Some(row) = rows.next()? {
             let event = read_event(row, 0)?;
             let processed_at: i64 = row.get(super::codec::EVENT_COLUMN_COUNT)?;
-            insert(&tx, &mut texts, &event, processed_at)?;
+            insert(&tx, &mut texts, keys, &event, processed_at)?;
             n += 1;
         }
-    }
-    tx.execute_batch("DROP TABLE events_v1")?;
+        n
+    } else {
+        let columns = "site, time, id, type, path, user_id, ingested, processed, props, context";
+        tx.execute(
+            "INSERT INTO server_timed (id) SELECT id FROM events_old WHERE ingested = 0",
+            [],
+        )?;
+        tx.execute(
+            &format!(
+                "INSERT INTO events ({columns}) SELECT {columns} FROM events_old
+                 ORDER BY site, time, id"
+            ),
+            [],
+        )? as u64
+    };
+    tx.execute_batch("DROP TABLE events_old")?;
     tx.commit()?;
     tracing::info!(events = n, "events rewritten");
     // The old table's pages are free now; give them back to the file system.
@@ -232,6 +343,60 @@ pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Long paths are kept in `dict` and read back as sent; a path whose id another
+    /// text took (a hash collision) stays in its row, and short paths do too.
+    #[test]
+    fn paths_read_back_as_sent_wherever_they_are_kept() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch("CREATE TABLE dict (id INTEGER PRIMARY KEY, value TEXT NOT NULL)")
+            .unwrap();
+        let keys = Keys::from_secret(&[7; crate::rollup::hash::SECRET_BYTES]);
+        let collided = "/a/path/whose/id/is/taken";
+        conn.execute(
+            "INSERT INTO dict (id, value) VALUES (?1, 'another text')",
+            [sql_id(keys.value(collided))],
+        )
+        .unwrap();
+        let at = chrono::Utc::now();
+        let paths = [Some("/pricing/enterprise"), Some(collided), Some("/"), None];
+        let mut texts = Texts::default();
+        let mut sent = Vec::new();
+        for (i, path) in paths.into_iter().enumerate() {
+            let e = QueuedEvent {
+                event_id: Uuid::now_v7(),
+                site_id: "s".into(),
+                event_type: "page_view".into(),
+                path: path.map(str::to_owned),
+                user_id: None,
+                timestamp: crate::from_millis(millis(at) + i as i64).unwrap(),
+                ingested_at: crate::from_millis(millis(at) + 10).unwrap(),
+                props: None,
+                context: Context::default(),
+                continues: None,
+            };
+            assert!(insert(&conn, &mut texts, &keys, &e, millis(at) + 20).unwrap());
+            sent.push(e);
+        }
+        let kinds: Vec<String> = conn
+            .prepare("SELECT typeof(path) FROM events ORDER BY time")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(kinds, ["integer", "text", "text", "null"]);
+        let mut contexts = HashMap::new();
+        let read: Vec<QueuedEvent> = conn
+            .prepare(&format!("{SELECT} ORDER BY e.time"))
+            .unwrap()
+            .query_map([], |row| Ok(read(row, &mut contexts).unwrap()))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(read, sent);
+    }
 
     /// An id added in a savepoint that rolls back is gone: the cache must not keep it.
     #[test]

@@ -29,6 +29,7 @@ use super::{EmbeddedStore, visits};
 use crate::error::sqlite_refused;
 use crate::record::Claim;
 use crate::rollup;
+use crate::rollup::hash::Keys;
 use crate::rollup::visits::{add_visits, continuations, visitors_of};
 use crate::{ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreError, lock, millis};
 
@@ -65,11 +66,12 @@ impl EmbeddedStore {
                 let queued = still_queued(&tx, &file.queue, first, last)?;
                 let candidates = candidates(&events, &queued, &rewrites);
                 let now = millis(Utc::now());
-                let (added, dead) = match insert_all(&mut tx, texts, &candidates, now) {
+                let (added, dead) = match insert_all(&mut tx, texts, &keys, &candidates, now) {
                     Ok(added) => (added, 0),
                     Err(e) if sqlite_refused(&e) => {
                         texts.rolled_back();
-                        insert_one_by_one(&mut tx, texts, &file.queue, &candidates, &queued, now)?
+                        let queue = &file.queue;
+                        insert_one_by_one(&mut tx, texts, &keys, queue, &candidates, &queued, now)?
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -140,14 +142,15 @@ fn still_queued(
 }
 
 /// The claimed events to insert: those still queued, each once (a batch may hold a copy
-/// twice), under the user it is counted for.
+/// twice), under the user it is counted for. In the order of `events`' key, so that
+/// rows that go next to each other are written together and pages fill up.
 fn candidates<'a>(
     events: &'a [QueuedEvent],
     queued: &HashMap<Uuid, i64>,
     rewrites: &HashMap<Uuid, String>,
 ) -> Vec<Cow<'a, QueuedEvent>> {
     let mut seen = HashSet::new();
-    events
+    let mut candidates = events
         .iter()
         .filter(|e| queued.contains_key(&e.event_id) && seen.insert(e.event_id))
         .map(|e| match rewrites.get(&e.event_id) {
@@ -157,20 +160,25 @@ fn candidates<'a>(
             }),
             None => Cow::Borrowed(e),
         })
-        .collect()
+        .collect::<Vec<_>>();
+    candidates.sort_by(|a, b| {
+        (&a.site_id, a.timestamp, a.event_id).cmp(&(&b.site_id, b.timestamp, b.event_id))
+    });
+    candidates
 }
 
 /// Inserts every candidate in one savepoint; answers which were new.
 fn insert_all(
     tx: &mut Transaction<'_>,
     texts: &mut Texts,
+    keys: &Keys,
     candidates: &[Cow<'_, QueuedEvent>],
     now: i64,
 ) -> rusqlite::Result<Vec<bool>> {
     let attempt = tx.savepoint()?;
     let added = candidates
         .iter()
-        .map(|e| events::insert(&attempt, texts, e, now))
+        .map(|e| events::insert(&attempt, texts, keys, e, now))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     attempt.commit()?;
     Ok(added)
@@ -182,6 +190,7 @@ fn insert_all(
 fn insert_one_by_one(
     tx: &mut Transaction<'_>,
     texts: &mut Texts,
+    keys: &Keys,
     queue: &str,
     candidates: &[Cow<'_, QueuedEvent>],
     queued: &HashMap<Uuid, i64>,
@@ -191,7 +200,7 @@ fn insert_one_by_one(
     let mut dead = 0;
     for e in candidates {
         let one = tx.savepoint()?;
-        match events::insert(&one, texts, e, now) {
+        match events::insert(&one, texts, keys, e, now) {
             Ok(new) => {
                 one.commit()?;
                 added.push(new);

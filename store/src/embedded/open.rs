@@ -39,9 +39,9 @@ impl EmbeddedStore {
                 let mut writer = connect(&path)?;
                 give_space_back(&writer)?;
                 create_schema(&writer)?;
-                events::upgrade(&mut writer)?;
-                attach_queue(&writer, &queue_path)?;
                 let keys = install_keys(&writer)?;
+                events::upgrade(&mut writer, &keys)?;
+                attach_queue(&writer, &queue_path)?;
                 let readers = readers(path.clone(), queue_path)?;
                 Ok((writer, queue_writer, readers, path, keys))
             })
@@ -246,7 +246,7 @@ fn create_schema(conn: &Connection) -> Result<()> {
          CREATE INDEX IF NOT EXISTS api_keys_site ON api_keys (site_id);"
     ))?;
     // A store of the first layout keeps its `events` until `events::upgrade`.
-    if events::first_layout(conn)? {
+    if events::layout(conn)? == events::Layout::First {
         add_missing_columns(conn, "events", CONTEXT_FIELDS)?;
     } else {
         conn.execute_batch(events::SCHEMA)?;

@@ -11,7 +11,7 @@ use rusqlite::params;
 
 use super::EmbeddedStore;
 use super::codec::parse_id;
-use super::events::SITE;
+use super::events::{SITE, forget_server_timed};
 use super::open::shrink;
 use super::queue::count_queued;
 use crate::{Result, millis};
@@ -22,18 +22,20 @@ impl EmbeddedStore {
     pub(crate) async fn erase_user(&self, site_id: &str, user_id: &str) -> Result<u64> {
         let (site, user) = (site_id.to_owned(), user_id.to_owned());
         // The queue is bounded by backpressure, so the ids of its rows fit in memory.
-        let queued: Vec<String> = self
+        let queued: Vec<(String, i64, i64)> = self
             .queue_writer
             .run(move |file| {
                 let tx = file.conn.transaction()?;
                 let ids = tx
                     .prepare(&format!(
                         "DELETE FROM \"{}\" WHERE site_id = ?1 AND user_id = ?2
-                         RETURNING event_id",
+                         RETURNING event_id, timestamp, ingested_at",
                         file.queue
                     ))?
-                    .query_map(params![site, user], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                    .query_map(params![site, user], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
                 count_queued(&tx, &file.queue, -(ids.len() as i64))?;
                 tx.commit()?;
                 Ok(ids)
@@ -48,17 +50,28 @@ impl EmbeddedStore {
                 let mut both = 0;
                 {
                     let mut stored = tx.prepare_cached(&format!(
-                        "SELECT 1 FROM events WHERE id = ?2 AND site = {SITE}"
+                        "SELECT 1 FROM events WHERE site = {SITE} AND time = ?2 AND id = ?3"
                     ))?;
-                    for id in &queued {
+                    // A resend of an event the server timed has a time of its own.
+                    let mut server_timed =
+                        tx.prepare_cached("SELECT 1 FROM server_timed WHERE id = ?1")?;
+                    for (id, time, ingested) in &queued {
                         let id = parse_id(id)?;
-                        both += u64::from(stored.exists(params![site, id.as_bytes()])?);
+                        let id = id.as_bytes();
+                        let found = stored.exists(params![site, time, id])?
+                            || (time == ingested && server_timed.exists([id])?);
+                        both += u64::from(found);
                     }
                 }
-                let n = tx.execute(
-                    &format!("DELETE FROM events WHERE site = {SITE} AND user_id = ?2"),
-                    params![site, user],
-                )? as u64;
+                let deleted = tx
+                    .prepare(&format!(
+                        "DELETE FROM events WHERE site = {SITE} AND user_id = ?2
+                         RETURNING id, ingested"
+                    ))?
+                    .query_map(params![site, user], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                forget_server_timed(&tx, &deleted)?;
+                let n = deleted.len() as u64;
                 tx.execute(
                     "DELETE FROM visits WHERE site_id = ?1 AND user_id = ?2",
                     params![site, user],
@@ -80,15 +93,22 @@ impl EmbeddedStore {
                 .collect::<rusqlite::Result<_>>()?;
             let mut deleted = 0;
             let mut delete = conn.prepare_cached(&format!(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events
-                 WHERE site = {SITE} AND time < ?2 LIMIT ?3)"
+                "DELETE FROM events WHERE (site, time, id) IN (SELECT site, time, id
+                 FROM events WHERE site = {SITE} AND time < ?2 LIMIT ?3)
+                 RETURNING id, ingested"
             ))?;
             for site in sites {
                 let left = limit - deleted;
                 if left == 0 {
                     break;
                 }
-                deleted += delete.execute(params![site, millis(before), left as i64])?;
+                let gone = delete
+                    .query_map(params![site, millis(before), left as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                forget_server_timed(conn, &gone)?;
+                deleted += gone.len();
             }
             drop(delete);
             shrink(conn)?;

@@ -3,10 +3,9 @@
 //!
 //! - The id as its 16 bytes, not 36 characters of text.
 //! - Texts that repeat (the site, the event type, and the context's fields as one JSON
-//!   array) once each in `texts`, referenced by a small integer id.
-//! - A path longer than an integer as the id of its text in `dict`, the rollups' values
-//!   dictionary, which keeps every path anyway (keyed by the path's hash, so no index on
-//!   the text and no second copy). A path whose id another text took stays in the row.
+//!   array) once each in `texts`, referenced by a small integer id. Paths stay in the
+//!   row: with a long tail of distinct paths, reading each from a dictionary made raw
+//!   queries three to four times slower (BENCHMARKS.md, section 10).
 //! - Times as integers: the event's own, then when it arrived and when it was moved,
 //!   each as a difference from the one before, which is small.
 //! - Rows kept in the order reads want them, by site, time and id, so that no second
@@ -23,10 +22,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use rusqlite::types::Value;
-
-use super::codec::{parse_props, props_json, read_event, sql_id};
-use crate::rollup::hash::Keys;
+use super::codec::{parse_props, props_json, read_event};
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// The tables: `events` (keyed by site, time and id), `server_timed` and `texts`.
@@ -37,7 +33,7 @@ pub(super) const SCHEMA: &str = "
         time INTEGER NOT NULL,
         id BLOB NOT NULL,
         type INTEGER NOT NULL,
-        path, -- no type: a text, or the integer id of a longer text in `dict`
+        path TEXT,
         user_id TEXT,
         ingested INTEGER NOT NULL,
         processed INTEGER NOT NULL,
@@ -47,25 +43,11 @@ pub(super) const SCHEMA: &str = "
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS server_timed (id BLOB PRIMARY KEY) WITHOUT ROWID;";
 
-/// An event's path (of `e`), as text, wherever it is kept (see the module doc). A macro,
-/// so that [`SELECT`] and other queries can `concat!` it.
-macro_rules! path_text {
-    () => {
-        "CASE WHEN typeof(e.path) = 'integer'
-            THEN (SELECT value FROM dict WHERE id = e.path) ELSE e.path END"
-    };
-}
-pub(super) use path_text;
-
 /// Stored events (as `e`), for [`read`]; a query adds `WHERE`.
-pub(super) const SELECT: &str = concat!(
-    "SELECT e.id, s.value, t.value, ",
-    path_text!(),
-    ", e.user_id, e.time,
+pub(super) const SELECT: &str = "SELECT e.id, s.value, t.value, e.path, e.user_id, e.time,
         e.ingested, e.props, e.context, c.value
     FROM events e JOIN texts s ON s.id = e.site JOIN texts t ON t.id = e.type
-        LEFT JOIN texts c ON c.id = e.context"
-);
+        LEFT JOIN texts c ON c.id = e.context";
 
 /// Reads a row of [`SELECT`]; `contexts` keeps the contexts decoded so far, by id.
 pub(super) fn read(row: &Row<'_>, contexts: &mut HashMap<i64, Context>) -> Result<QueuedEvent> {
@@ -167,33 +149,11 @@ impl Texts {
     }
 }
 
-/// A path as stored: see the module doc. Paths no longer than an id stay in the row.
-fn stored_path(conn: &Connection, keys: &Keys, path: &str) -> rusqlite::Result<Value> {
-    if path.len() <= size_of::<i64>() {
-        return Ok(Value::Text(path.to_owned()));
-    }
-    let id = sql_id(keys.value(path));
-    let taken_by = conn
-        .prepare_cached("SELECT value = ?2 FROM dict WHERE id = ?1")?
-        .query_row(params![id, path], |r| r.get::<_, bool>(0))
-        .optional()?;
-    match taken_by {
-        Some(true) => Ok(Value::Integer(id)),
-        Some(false) => Ok(Value::Text(path.to_owned())),
-        None => {
-            conn.prepare_cached("INSERT INTO dict (id, value) VALUES (?1, ?2)")?
-                .execute(params![id, path])?;
-            Ok(Value::Integer(id))
-        }
-    }
-}
-
 /// Inserts `e`, moved at `processed_at`, unless an event with its id is stored (see the
 /// module doc); answers whether it did.
 pub(super) fn insert(
     conn: &Connection,
     texts: &mut Texts,
-    keys: &Keys,
     e: &QueuedEvent,
     processed_at: i64,
 ) -> rusqlite::Result<bool> {
@@ -206,10 +166,6 @@ pub(super) fn insert(
         let json = serde_json::to_string(&values)
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Some(texts.id(conn, &json)?)
-    };
-    let path = match &e.path {
-        Some(path) => Some(stored_path(conn, keys, path)?),
-        None => None,
     };
     let props = props_json(e).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
     let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
@@ -228,7 +184,7 @@ pub(super) fn insert(
             site,
             time,
             event_type,
-            path,
+            e.path,
             e.user_id,
             ingested.saturating_sub(time),
             processed_at.saturating_sub(ingested),
@@ -291,7 +247,7 @@ pub(super) fn layout(conn: &Connection) -> Result<Layout> {
 /// Rewrites `events` of an earlier layout into this one, in one transaction: a crash
 /// leaves the old table whole, to be rewritten again. The old table's pages are then
 /// given back (`open::shrink`).
-pub(super) fn upgrade(conn: &mut Connection, keys: &Keys) -> Result<()> {
+pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
     let from = layout(conn)?;
     if from == Layout::Current {
         return Ok(());
@@ -314,7 +270,7 @@ pub(super) fn upgrade(conn: &mut Connection, keys: &Keys) -> Result<()> {
         while let Some(row) = rows.next()? {
             let event = read_event(row, 0)?;
             let processed_at: i64 = row.get(super::codec::EVENT_COLUMN_COUNT)?;
-            insert(&tx, &mut texts, keys, &event, processed_at)?;
+            insert(&tx, &mut texts, &event, processed_at)?;
             n += 1;
         }
         n
@@ -343,60 +299,6 @@ pub(super) fn upgrade(conn: &mut Connection, keys: &Keys) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Long paths are kept in `dict` and read back as sent; a path whose id another
-    /// text took (a hash collision) stays in its row, and short paths do too.
-    #[test]
-    fn paths_read_back_as_sent_wherever_they_are_kept() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch("CREATE TABLE dict (id INTEGER PRIMARY KEY, value TEXT NOT NULL)")
-            .unwrap();
-        let keys = Keys::from_secret(&[7; crate::rollup::hash::SECRET_BYTES]);
-        let collided = "/a/path/whose/id/is/taken";
-        conn.execute(
-            "INSERT INTO dict (id, value) VALUES (?1, 'another text')",
-            [sql_id(keys.value(collided))],
-        )
-        .unwrap();
-        let at = chrono::Utc::now();
-        let paths = [Some("/pricing/enterprise"), Some(collided), Some("/"), None];
-        let mut texts = Texts::default();
-        let mut sent = Vec::new();
-        for (i, path) in paths.into_iter().enumerate() {
-            let e = QueuedEvent {
-                event_id: Uuid::now_v7(),
-                site_id: "s".into(),
-                event_type: "page_view".into(),
-                path: path.map(str::to_owned),
-                user_id: None,
-                timestamp: crate::from_millis(millis(at) + i as i64).unwrap(),
-                ingested_at: crate::from_millis(millis(at) + 10).unwrap(),
-                props: None,
-                context: Context::default(),
-                continues: None,
-            };
-            assert!(insert(&conn, &mut texts, &keys, &e, millis(at) + 20).unwrap());
-            sent.push(e);
-        }
-        let kinds: Vec<String> = conn
-            .prepare("SELECT typeof(path) FROM events ORDER BY time")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(kinds, ["integer", "text", "text", "null"]);
-        let mut contexts = HashMap::new();
-        let read: Vec<QueuedEvent> = conn
-            .prepare(&format!("{SELECT} ORDER BY e.time"))
-            .unwrap()
-            .query_map([], |row| Ok(read(row, &mut contexts).unwrap()))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(read, sent);
-    }
 
     /// An id added in a savepoint that rolls back is gone: the cache must not keep it.
     #[test]

@@ -29,7 +29,6 @@ use super::{EmbeddedStore, visits};
 use crate::error::sqlite_refused;
 use crate::record::Claim;
 use crate::rollup;
-use crate::rollup::hash::Keys;
 use crate::rollup::visits::{add_visits, continuations, visitors_of};
 use crate::{ClaimedBatch, MoveOutcome, QueuedEvent, Result, StoreError, lock, millis};
 
@@ -66,12 +65,11 @@ impl EmbeddedStore {
                 let queued = still_queued(&tx, &file.queue, first, last)?;
                 let candidates = candidates(&events, &queued, &rewrites);
                 let now = millis(Utc::now());
-                let (added, dead) = match insert_all(&mut tx, texts, &keys, &candidates, now) {
+                let (added, dead) = match insert_all(&mut tx, texts, &candidates, now) {
                     Ok(added) => (added, 0),
                     Err(e) if sqlite_refused(&e) => {
                         texts.rolled_back();
-                        let queue = &file.queue;
-                        insert_one_by_one(&mut tx, texts, &keys, queue, &candidates, &queued, now)?
+                        insert_one_by_one(&mut tx, texts, &file.queue, &candidates, &queued, now)?
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -171,14 +169,13 @@ fn candidates<'a>(
 fn insert_all(
     tx: &mut Transaction<'_>,
     texts: &mut Texts,
-    keys: &Keys,
     candidates: &[Cow<'_, QueuedEvent>],
     now: i64,
 ) -> rusqlite::Result<Vec<bool>> {
     let attempt = tx.savepoint()?;
     let added = candidates
         .iter()
-        .map(|e| events::insert(&attempt, texts, keys, e, now))
+        .map(|e| events::insert(&attempt, texts, e, now))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     attempt.commit()?;
     Ok(added)
@@ -190,7 +187,6 @@ fn insert_all(
 fn insert_one_by_one(
     tx: &mut Transaction<'_>,
     texts: &mut Texts,
-    keys: &Keys,
     queue: &str,
     candidates: &[Cow<'_, QueuedEvent>],
     queued: &HashMap<Uuid, i64>,
@@ -200,7 +196,7 @@ fn insert_one_by_one(
     let mut dead = 0;
     for e in candidates {
         let one = tx.savepoint()?;
-        match events::insert(&one, texts, keys, e, now) {
+        match events::insert(&one, texts, e, now) {
             Ok(new) => {
                 one.commit()?;
                 added.push(new);

@@ -39,9 +39,9 @@ impl EmbeddedStore {
                 let mut writer = connect(&path)?;
                 give_space_back(&writer)?;
                 create_schema(&writer)?;
-                let keys = install_keys(&writer)?;
-                events::upgrade(&mut writer, &keys)?;
+                events::upgrade(&mut writer)?;
                 attach_queue(&writer, &queue_path)?;
+                let keys = install_keys(&writer)?;
                 let readers = readers(path.clone(), queue_path)?;
                 Ok((writer, queue_writer, readers, path, keys))
             })

@@ -43,10 +43,9 @@ impl EmbeddedStore {
                     }
                     Piece::Raw { from, to } => {
                         let mut stmt = tx.prepare_cached(&format!(
-                            "SELECT {}, e.user_id FROM events e
+                            "SELECT e.path, e.user_id FROM events e
                              WHERE e.site = {SITE} AND e.time >= ?2 AND e.time < ?3
-                             AND (?4 = '' OR e.type = (SELECT id FROM texts WHERE value = ?4))",
-                            events::path_text!()
+                             AND (?4 = '' OR e.type = (SELECT id FROM texts WHERE value = ?4))"
                         ))?;
                         let rows = stmt
                             .query_map(params![range.site_id, from, to, event_type], |r| {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use beacon_protocol::{DateBound, PathCount, Stats, StatsQuery};
 use beacon_store::QueuedEvent;
 use beacon_testkit::TestBackend;
-use beacon_testkit::store::{all_stats, drain, enqueue, open, page_view as event, stored_ids};
+use beacon_testkit::store::{
+    all_stats, drain, enqueue, open, page_view as event, raw_queue_doc, stored_ids,
+};
 use chrono::{TimeDelta, TimeZone, Utc};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
@@ -584,19 +586,6 @@ async fn raw_mongo(b: &TestBackend) -> mongodb::Database {
     };
     let client = mongodb::Client::with_uri_str(url).await.unwrap();
     client.default_database().unwrap()
-}
-
-fn raw_queue_doc(e: &QueuedEvent, batch: mongodb::bson::Bson) -> mongodb::bson::Document {
-    mongodb::bson::doc! {
-        "_id": e.event_id.to_string(),
-        "site_id": &e.site_id,
-        "event_type": &e.event_type,
-        "path": e.path.clone(),
-        "user_id": e.user_id.clone(),
-        "timestamp": mongodb::bson::DateTime::from_millis(e.timestamp.timestamp_millis()),
-        "ingested_at": mongodb::bson::DateTime::from_millis(e.ingested_at.timestamp_millis()),
-        "batch": batch,
-    }
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
-//! The embedded store's files on disk: a store made by an earlier version opens with
-//! every value it held, and the files give their space back once the queue is drained
-//! or events expire.
+//! Events as stored: a store made by an earlier version (of either backend) opens with
+//! every value it held, and the embedded store's files give their space back once the
+//! queue is drained or events expire.
 #![allow(clippy::unwrap_used)]
 
 use beacon_store::{Context, EventsPage, QueuedEvent};
 use beacon_testkit::TestBackend;
-use beacon_testkit::store::{drain, enqueue, open, page_view};
+use beacon_testkit::store::{drain, enqueue, open, page_view, raw_queue_doc};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
@@ -160,6 +160,71 @@ async fn a_store_of_the_second_layout_opens_with_every_event_and_its_resends_cau
         .query_row("SELECT COUNT(*) FROM server_timed", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ids, 0);
+}
+
+/// MongoDB's `events` of the first layout: text ids, long names, every context field.
+#[tokio::test]
+async fn mongo_events_of_the_first_layout_are_rewritten_with_every_value() {
+    let Some(b) = TestBackend::mongo() else {
+        return;
+    };
+    let beacon_store::Backend::Mongo { url } = &b.config.backend else {
+        unreachable!("a MongoDB backend");
+    };
+    let db = mongodb::Client::with_uri_str(url)
+        .await
+        .unwrap()
+        .default_database()
+        .unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap();
+    let mut full = page_view("s", "/pricing/enterprise", Some("u1"), at);
+    full.props = json!({"plan": "pro", "nested": {"$oid": "x"}})
+        .as_object()
+        .cloned();
+    full.context = Context {
+        referrer: Some("news.ycombinator.com/item".into()),
+        source: Some("Hacker News".into()),
+        utm_campaign: Some("launch \"day\" \u{1f680}".into()),
+        browser: Some("Firefox".into()),
+        country: Some("".into()),
+        ..Context::default()
+    };
+    let mut bare = page_view("s", "/", None, at + chrono::TimeDelta::milliseconds(1));
+    bare.path = None;
+    let old: Vec<mongodb::bson::Document> = [&full, &bare]
+        .iter()
+        .map(|e| {
+            let batch = uuid::Uuid::now_v7().to_string();
+            let mut d = raw_queue_doc(e, batch.into());
+            d.insert("processed_at", mongodb::bson::DateTime::now());
+            for (name, value) in Context::FIELDS.iter().zip(e.context.values()) {
+                if let Some(value) = value {
+                    d.insert(*name, value);
+                }
+            }
+            if let Some(props) = &e.props {
+                d.insert("props", serde_json::to_string(props).unwrap());
+            }
+            d
+        })
+        .collect();
+    db.collection("events").insert_many(old).await.unwrap();
+
+    let store = open(&b).await;
+    let page = store
+        .events_page(&EventsPage::first("s", 10))
+        .await
+        .unwrap();
+    assert_eq!(page, vec![full.clone(), bare]);
+    // Nothing of the first layout is left, and its ids still catch a resend.
+    let left = db
+        .collection::<mongodb::bson::Document>("events")
+        .count_documents(mongodb::bson::doc! { "site_id": { "$exists": true } })
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    enqueue(&store, vec![full]).await;
+    assert_eq!(drain(&store).await, 0);
 }
 
 #[tokio::test]

@@ -67,11 +67,11 @@ async fn mongo_a_duplicate_on_another_unique_index_is_a_dead_letter_not_a_copy()
     events
         .create_index(
             mongodb::IndexModel::builder()
-                .keys(mongodb::bson::doc! { "path": 1 })
+                .keys(mongodb::bson::doc! { "p": 1 })
                 .options(
                     mongodb::options::IndexOptions::builder()
                         .unique(true)
-                        .partial_filter_expression(mongodb::bson::doc! { "path": "/once" })
+                        .partial_filter_expression(mongodb::bson::doc! { "p": "/once" })
                         .build(),
                 )
                 .build(),

@@ -127,9 +127,24 @@ pub async fn poison(backend: &TestBackend) {
                 .default_database()
                 .expect("MONGO_URL names a database")
                 .create_collection("events")
-                .validator(mongodb::bson::doc! { "path": { "$ne": "/poison" } })
+                .validator(mongodb::bson::doc! { "p": { "$ne": "/poison" } })
                 .await
                 .expect("the validator is set");
         }
+    }
+}
+
+/// `e` as MongoDB's queue holds it (and `events` held it in its first layout), for
+/// writing what another process or an earlier version would have left there.
+pub fn raw_queue_doc(e: &QueuedEvent, batch: mongodb::bson::Bson) -> mongodb::bson::Document {
+    mongodb::bson::doc! {
+        "_id": e.event_id.to_string(),
+        "site_id": &e.site_id,
+        "event_type": &e.event_type,
+        "path": e.path.clone(),
+        "user_id": e.user_id.clone(),
+        "timestamp": mongodb::bson::DateTime::from_millis(e.timestamp.timestamp_millis()),
+        "ingested_at": mongodb::bson::DateTime::from_millis(e.ingested_at.timestamp_millis()),
+        "batch": batch,
     }
 }

@@ -45,7 +45,7 @@
 //! - `queue`: enqueueing (the group-commit sink) and how full the queue is; `desk`
 //!   records held batches ahead of need;
 //! - `claim`: claims, leases and taking over a stopped worker's batch;
-//! - `moves`: the steps above, and dead letters;
+//! - `moves`: the steps above, and dead letters; `events` is how an event is stored;
 //! - `visits`: locking, reading and saving visitors' visit states;
 //! - `rollups`: the compare-and-set of one bucket;
 //! - `stats`: reading buckets and raw events for `/stats`, and pages of events;
@@ -58,6 +58,7 @@
 mod claim;
 mod codec;
 mod desk;
+mod events;
 mod moves;
 mod open;
 mod queue;

@@ -12,9 +12,10 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use super::MongoStore;
 use super::claim::{MongoClaim, labels};
 use super::codec::{
-    CONTINUES, DUPLICATE_KEY, bson_id, duplicate_indexes, id_of, only_duplicate_keys,
-    refused_documents, to_queue_doc,
+    DUPLICATE_KEY, bson_id, duplicate_indexes, id_of, only_duplicate_keys, refused_documents,
+    to_queue_doc,
 };
+use super::events::{self, batch_label, context_text, to_event_doc};
 use crate::record::Claim;
 use crate::rollup::visits::{Visitor, add_visits, continuations, visitors_of};
 use crate::rollup::{self, BucketKey, Rollup};
@@ -72,16 +73,17 @@ impl MongoStore {
                 None => Cow::Borrowed(e),
             })
             .collect();
-        let processed_at = BsonDateTime::now();
+        // The contexts' texts go in first, so that no stored event references a
+        // missing one.
+        let contexts: HashMap<u64, String> = kept
+            .iter()
+            .filter_map(|i| context_text(&keys, &events[*i].context))
+            .collect();
+        let collided = self.record_values(&contexts).await?;
+        let (label, moved) = (batch_label(&claim.batch), BsonDateTime::now());
         let docs: Vec<Document> = kept
             .iter()
-            .map(|i| {
-                let mut d = to_queue_doc(&events[*i]);
-                d.remove(CONTINUES);
-                d.insert("batch", &claim.batch);
-                d.insert("processed_at", processed_at);
-                d
-            })
+            .map(|i| to_event_doc(&keys, &events[*i], &label, moved, &collided))
             .collect();
         let refused = if docs.is_empty() {
             Vec::new()
@@ -192,25 +194,26 @@ impl MongoStore {
         if refused.is_empty() {
             return Ok((ours, 0, Vec::new()));
         }
-        let maybe_stored: Vec<String> = refused
+        let maybe_stored: Vec<Bson> = refused
             .iter()
             .filter(|(_, code, _)| *code == DUPLICATE_KEY)
             .filter_map(|(i, _, _)| batch.events.get(*i))
-            .map(|e| e.event_id.to_string())
+            .map(|e| events::uuid(&e.event_id))
             .collect();
-        let stored: HashMap<String, bool> = if maybe_stored.is_empty() {
+        let label = batch_label(label);
+        let stored: HashMap<Uuid, bool> = if maybe_stored.is_empty() {
             HashMap::new()
         } else {
             self.events
-                .find(doc! { "_id": { "$in": &maybe_stored } })
-                .projection(doc! { "_id": 1, "batch": 1 })
+                .find(doc! { events::ID: { "$in": &maybe_stored } })
+                .projection(doc! { events::ID: 1, events::BATCH: 1 })
                 .await?
                 .try_collect::<Vec<Document>>()
                 .await?
                 .iter()
                 .filter_map(|d| {
-                    let id = d.get_str("_id").ok()?.to_owned();
-                    Some((id, d.get_str("batch").ok() == Some(label)))
+                    let mine = d.get(events::BATCH) == Some(&label);
+                    Some((events::uuid_of(d.get(events::ID))?, mine))
                 })
                 .collect()
         };
@@ -218,7 +221,7 @@ impl MongoStore {
         let mut dead = Vec::new();
         for (i, code, message) in refused {
             ours.remove(&i);
-            let id = batch.events.get(i).map(|e| e.event_id.to_string());
+            let id = batch.events.get(i).map(|e| e.event_id);
             match id.and_then(|id| stored.get(&id).copied()) {
                 Some(mine) if code == DUPLICATE_KEY => {
                     duplicates += 1;
@@ -267,9 +270,13 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Puts the texts of `values` that the dictionary lacks into it. Ids this process
-    /// knows to be there are not asked about.
-    async fn record_values(&self, values: &HashMap<u64, String>) -> Result<()> {
+    /// Puts the texts of `values` that the dictionary lacks into it; answers the ids
+    /// that another text holds there (a hash collision). Ids this process knows to hold
+    /// their text are not asked about.
+    pub(super) async fn record_values(
+        &self,
+        values: &HashMap<u64, String>,
+    ) -> Result<HashSet<u64>> {
         let unknown: Vec<(u64, &String)> = {
             let known = crate::lock(&self.known_values);
             values
@@ -279,22 +286,26 @@ impl MongoStore {
                 .collect()
         };
         if unknown.is_empty() {
-            return Ok(());
+            return Ok(HashSet::new());
         }
         let ids: Vec<Bson> = unknown.iter().map(|(id, _)| bson_id(*id)).collect();
-        let present: HashSet<u64> = self
+        let present: HashMap<u64, String> = self
             .values
             .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "_id": 1 })
             .await?
             .try_collect::<Vec<Document>>()
             .await?
             .iter()
-            .filter_map(id_of)
+            .filter_map(|d| Some((id_of(d)?, d.get_str("v").ok()?.to_owned())))
+            .collect();
+        let collided: HashSet<u64> = unknown
+            .iter()
+            .filter(|(id, text)| present.get(id).is_some_and(|there| there != *text))
+            .map(|(id, _)| *id)
             .collect();
         let missing: Vec<Document> = unknown
             .iter()
-            .filter(|(id, _)| !present.contains(id))
+            .filter(|(id, _)| !present.contains_key(id))
             .map(|(id, text)| doc! { "_id": bson_id(*id), "v": text.as_str() })
             .collect();
         if !missing.is_empty() {
@@ -308,8 +319,13 @@ impl MongoStore {
         if known.len() + unknown.len() > KNOWN_VALUES {
             known.clear();
         }
-        known.extend(unknown.iter().map(|(id, _)| *id));
-        Ok(())
+        known.extend(
+            unknown
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !collided.contains(id)),
+        );
+        Ok(collided)
     }
 
     /// Forgets the batch, and remembers it as finished, if it is still ours: a worker

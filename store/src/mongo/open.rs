@@ -14,7 +14,7 @@ use super::queue::QueueSink;
 use super::salts::first_stored;
 use super::{
     API_KEYS, BATCHES, DEAD_LETTERS, ERASURES, EVENT_TYPES, EVENTS, META, MongoStore, ROLLUPS,
-    SALTS, SITES, VALUES, VISIT_STATES,
+    SALTS, SITES, VALUES, VISIT_STATES, events,
 };
 use crate::group::Writer;
 use crate::rollup::hash::{self, Keys};
@@ -22,6 +22,9 @@ use crate::{Result, StoreConfig, StoreError};
 
 /// How long an operation waits for a reachable server before the caller gets a 503.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The index of `events`' first layout (see `events`).
+const FIRST_LAYOUT_INDEX: &str = "site_id_1_timestamp_1__id_1";
 
 /// One process creates collections and indexes one at a time.
 static DDL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -118,7 +121,7 @@ impl MongoStore {
             (&self.queue, doc! { "batch": 1 }),
             (
                 &self.events,
-                doc! { "site_id": 1, "timestamp": 1, "_id": 1 },
+                doc! { events::SITE: 1, events::TIME: 1, events::ID: 1 },
             ),
             (
                 &self.rollups,
@@ -135,12 +138,35 @@ impl MongoStore {
         }
         self.backfill_event_types().await?;
         let keys = self.install_keys().await?;
+        self.upgrade_events(&keys).await?;
         let _ = self.keys.set(keys);
         self.ready.store(true, Ordering::Release);
         Ok(())
     }
 
     /// The install's secret, created by whichever process gets there first.
+    /// Rewrites `events` of the first layout, once per install: the search for old
+    /// documents reads the whole collection, so a done rewrite is recorded in `meta`.
+    async fn upgrade_events(&self, keys: &Keys) -> Result<()> {
+        let done = doc! { "_id": "events_layout", "value": 2 };
+        if self.meta.find_one(done.clone()).await?.is_some() {
+            return Ok(());
+        }
+        self.rewrite_first_layout(keys).await?;
+        // The first layout's index, on fields no document has any longer.
+        if (self.events.list_index_names().await?).contains(&FIRST_LAYOUT_INDEX.to_owned()) {
+            self.events.drop_index(FIRST_LAYOUT_INDEX).await?;
+        }
+        self.meta
+            .update_one(
+                doc! { "_id": "events_layout" },
+                doc! { "$set": { "value": 2 } },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
     async fn install_keys(&self) -> Result<Keys> {
         let fresh = hash::new_secret().to_vec();
         let bytes = first_stored(&self.meta, "install_secret", "value", fresh).await?;

@@ -11,8 +11,10 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
-use super::MongoStore;
+use uuid::Uuid;
+
 use super::codec::bson_time;
+use super::{MongoStore, events};
 use crate::{QueuedEvent, Result};
 
 /// An erasure of a site's user: events of theirs accepted until `at` are dropped.
@@ -53,7 +55,18 @@ impl MongoStore {
         let queued_ids = ids(&self.queue, filter.clone()).await?;
         let mut erased = 0;
         for chunk in queued_ids.chunks(1000) {
-            let stored = ids(&self.events, doc! { "_id": { "$in": chunk } }).await?;
+            // The queue's ids are text, `events`' are bytes.
+            let as_stored: Vec<Bson> = chunk
+                .iter()
+                .filter_map(|id| Uuid::parse_str(id.as_str()?).ok())
+                .map(|id| events::uuid(&id))
+                .collect();
+            let stored: Vec<Bson> = ids(&self.events, doc! { events::ID: { "$in": as_stored } })
+                .await?
+                .iter()
+                .filter_map(|id| events::uuid_of(Some(id)))
+                .map(|id| Bson::from(id.to_string()))
+                .collect();
             let only_queued = doc! { "_id": { "$in": chunk, "$nin": &stored } };
             erased += self.queue.delete_many(only_queued).await?.deleted_count;
             self.queue
@@ -62,7 +75,11 @@ impl MongoStore {
         }
         // Any queued since the ids were read.
         let left = self.queue.delete_many(filter.clone()).await?.deleted_count;
-        let stored = self.events.delete_many(filter.clone()).await?.deleted_count;
+        let stored = self
+            .events
+            .delete_many(doc! { events::SITE: site_id, events::USER: user_id })
+            .await?
+            .deleted_count;
         self.visit_states.delete_many(filter).await?;
         Ok(erased + left + stored)
     }
@@ -95,9 +112,9 @@ impl MongoStore {
             }
             self.events
                 .delete_many(doc! {
-                    "site_id": &erasure.site_id,
-                    "user_id": &erasure.user_id,
-                    "ingested_at": { "$lte": bson_time(erasure.at) },
+                    events::SITE: &erasure.site_id,
+                    events::USER: &erasure.user_id,
+                    events::INGESTED: { "$lte": bson_time(erasure.at) },
                 })
                 .await?;
             self.erasures
@@ -126,8 +143,8 @@ impl MongoStore {
             }
             let ids: Vec<mongodb::bson::Bson> = self
                 .events
-                .find(doc! { "site_id": site, "timestamp": { "$lt": bson_time(before) } })
-                .projection(doc! { "_id": 1 })
+                .find(doc! { events::SITE: site, events::TIME: { "$lt": bson_time(before) } })
+                .projection(doc! { events::ID: 1 })
                 .limit(i64::try_from(left).unwrap_or(i64::MAX))
                 .await?
                 .try_collect::<Vec<Document>>()

@@ -10,7 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
-use super::codec::{bson_id, bson_time, count_field, from_doc, id_of};
+use super::codec::{bson_id, bson_time, count_field, id_of};
+use super::events;
 use crate::rollup::plan::{self, Piece};
 use crate::rollup::sketch::Sketch;
 use crate::rollup::topk::TopK;
@@ -46,26 +47,26 @@ impl MongoStore {
             }
             Piece::Raw { from, to } => {
                 let mut filter = doc! {
-                    "site_id": &range.site_id,
-                    "timestamp": {
+                    events::SITE: &range.site_id,
+                    events::TIME: {
                         "$gte": BsonDateTime::from_millis(from),
                         "$lt": BsonDateTime::from_millis(to),
                     },
                 };
                 if !event_type.is_empty() {
-                    filter.insert("event_type", event_type);
+                    filter.insert(events::TYPE, event_type);
                 }
                 let rows: Vec<Document> = self
                     .events
                     .find(filter)
-                    .projection(doc! { "path": 1, "user_id": 1 })
+                    .projection(doc! { events::PATH: 1, events::USER: 1 })
                     .await?
                     .try_collect()
                     .await?;
                 let opt = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_owned);
                 Part::Raw(
                     rows.iter()
-                        .map(|d| (opt(d, "path"), opt(d, "user_id")))
+                        .map(|d| (opt(d, events::PATH), opt(d, events::USER)))
                         .collect(),
                 )
             }
@@ -191,7 +192,7 @@ impl MongoStore {
     /// The site's events from `first` on, in pages (see `Store::events`): the two
     /// queries of [`page_filters`], each read to its end by one cursor.
     pub(crate) fn events(&self, first: EventsPage) -> BoxStream<'static, Result<Vec<QueuedEvent>>> {
-        let events = self.events.clone();
+        let (store, events) = (self.clone(), self.events.clone());
         let limit = first.limit.max(1);
         let opened = async move {
             let mut parts = Vec::new();
@@ -205,34 +206,36 @@ impl MongoStore {
         };
         futures::stream::once(opened)
             .try_flatten()
-            .and_then(|d| futures::future::ready(from_doc(&d)))
             .try_chunks(limit)
             .map_err(|TryChunksError(_, e)| e)
+            .and_then(move |docs| {
+                let store = store.clone();
+                async move { events::read_events(&store, &docs).await }
+            })
             .boxed()
     }
 
     /// At most `limit` events matching `filter`, by timestamp then id.
     async fn events_where(&self, filter: Document, limit: usize) -> Result<Vec<QueuedEvent>> {
-        self.events
+        let docs: Vec<Document> = self
+            .events
             .find(filter)
             .sort(order())
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .iter()
-            .map(from_doc)
-            .collect()
+            .try_collect()
+            .await?;
+        events::read_events(self, &docs).await
     }
 }
 
-/// Events by timestamp then id: the order of the `(site, timestamp, _id)` index.
+/// Events by timestamp then id: the order of the `(site, time, _id)` index (see `events`).
 fn order() -> Document {
-    doc! { "timestamp": 1, "_id": 1 }
+    doc! { events::TIME: 1, events::ID: 1 }
 }
 
 /// The two queries of a site's events from `page` on, each a range of the
-/// `(site, timestamp, _id)` index: after an event, those at its millisecond with a later
+/// `(site, time, _id)` index: after an event, those at its millisecond with a later
 /// id; then the later ones (within `from` and `to`). None when nothing can follow. One
 /// query with an `$or` of both made secantusd-rs filter the site's events instead.
 fn page_filters(page: &EventsPage) -> Option<(Option<Document>, Document)> {
@@ -240,9 +243,9 @@ fn page_filters(page: &EventsPage) -> Option<(Option<Document>, Document)> {
         (Some((at, _)), _) if page.to.is_some_and(|to| at >= to) => return None,
         (Some((at, id)), from) if from.is_none_or(|from| at >= from) => {
             let ties = doc! {
-                "site_id": &page.site_id,
-                "timestamp": bson_time(at),
-                "_id": { "$gt": id.to_string() },
+                events::SITE: &page.site_id,
+                events::TIME: bson_time(at),
+                events::ID: { "$gt": events::uuid(&id) },
             };
             (Some(ties), Some(("$gt", at)))
         }
@@ -255,9 +258,9 @@ fn page_filters(page: &EventsPage) -> Option<(Option<Document>, Document)> {
     if let Some(to) = page.to {
         time.insert("$lt", bson_time(to));
     }
-    let mut later = doc! { "site_id": &page.site_id };
+    let mut later = doc! { events::SITE: &page.site_id };
     if !time.is_empty() {
-        later.insert("timestamp", time);
+        later.insert(events::TIME, time);
     }
     Some((ties, later))
 }

@@ -18,7 +18,7 @@ use mongodb::bson::{Binary, Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
 use super::MongoStore;
-use super::codec::{bson_id, from_doc, refused_documents};
+use super::codec::{DUPLICATE_KEY, bson_id, from_doc, refused_documents};
 use crate::rollup::hash::Keys;
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
@@ -190,6 +190,12 @@ fn from_event_doc(d: &Document, contexts: &HashMap<u64, Context>) -> Result<Queu
     })
 }
 
+/// Logs a document of the first layout that cannot be rewritten: it stays as it is, and
+/// the start goes on, as one bad document must not keep every process from serving.
+fn left_as_it_is(old: &Document, error: &str) {
+    tracing::error!(id = ?old.get(ID), error, "an event of the first layout could not be rewritten: left as it is");
+}
+
 /// How many documents of the first layout one step of the rewrite takes.
 const REWRITE_STEP: usize = 1000;
 
@@ -197,7 +203,8 @@ impl MongoStore {
     /// Rewrites `events` documents of the first layout into this one, a step at a time:
     /// each step inserts the new documents, then deletes the old ones. A crash between
     /// leaves both, and the next start inserts nothing new and deletes the old ones; two
-    /// processes rewriting at once do the same. Answers how many it rewrote.
+    /// processes rewriting at once do the same. A document that cannot be read or is
+    /// refused stays as it is, logged. Answers how many it rewrote.
     pub(super) async fn rewrite_first_layout(&self, keys: &Keys) -> Result<u64> {
         let old_layout = doc! { "site_id": { "$exists": true } };
         let mut cursor = self.events.find(old_layout).await?;
@@ -219,9 +226,13 @@ impl MongoStore {
             let mut docs = Vec::with_capacity(step.len());
             let mut contexts = HashMap::new();
             for old in &step {
-                let e = from_doc(old)?;
-                contexts.extend(context_text(keys, &e.context));
-                docs.push((e, old));
+                match from_doc(old) {
+                    Ok(e) => {
+                        contexts.extend(context_text(keys, &e.context));
+                        docs.push((e, old));
+                    }
+                    Err(err) => left_as_it_is(old, &err.to_string()),
+                }
             }
             let collided = self.record_values(&contexts).await?;
             let new: Vec<Document> = docs
@@ -235,21 +246,27 @@ impl MongoStore {
                     to_event_doc(keys, e, &batch, moved, &collided)
                 })
                 .collect();
+            let mut refused = HashSet::new();
             if let Err(e) = self.events.insert_many(new).ordered(false).await {
-                // Inserted by an earlier start, or by another process rewriting too.
-                let refused = refused_documents(e)?;
-                if let Some((_, _, message)) = refused
-                    .iter()
-                    .find(|(_, code, _)| *code != super::codec::DUPLICATE_KEY)
-                {
-                    return Err(StoreError::Corrupt(format!(
-                        "an event of the first layout could not be rewritten: {message}"
-                    )));
+                // A duplicate was inserted by an earlier start, or by another process
+                // rewriting too; anything else is refused by the database.
+                for (i, code, message) in refused_documents(e)? {
+                    if code != DUPLICATE_KEY {
+                        if let Some((_, old)) = docs.get(i) {
+                            left_as_it_is(old, &message);
+                        }
+                        refused.insert(i);
+                    }
                 }
             }
-            let ids: Vec<Bson> = step.iter().filter_map(|d| d.get(ID).cloned()).collect();
+            let ids: Vec<Bson> = docs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !refused.contains(i))
+                .filter_map(|(_, (_, old))| old.get(ID).cloned())
+                .collect();
+            rewritten += ids.len() as u64;
             self.events.delete_many(doc! { ID: { "$in": ids } }).await?;
-            rewritten += step.len() as u64;
         }
         if rewritten > 0 {
             tracing::info!(events = rewritten, "events rewritten");

@@ -144,12 +144,11 @@ impl MongoStore {
         Ok(())
     }
 
-    /// The install's secret, created by whichever process gets there first.
     /// Rewrites `events` of the first layout, once per install: the search for old
     /// documents reads the whole collection, so a done rewrite is recorded in `meta`.
     async fn upgrade_events(&self, keys: &Keys) -> Result<()> {
         let done = doc! { "_id": "events_layout", "value": 2 };
-        if self.meta.find_one(done.clone()).await?.is_some() {
+        if self.meta.find_one(done).await?.is_some() {
             return Ok(());
         }
         self.rewrite_first_layout(keys).await?;
@@ -167,6 +166,7 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The install's secret, created by whichever process gets there first.
     async fn install_keys(&self) -> Result<Keys> {
         let fresh = hash::new_secret().to_vec();
         let bytes = first_stored(&self.meta, "install_secret", "value", fresh).await?;

@@ -10,7 +10,6 @@
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
-
 use uuid::Uuid;
 
 use super::codec::bson_time;

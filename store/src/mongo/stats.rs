@@ -192,13 +192,13 @@ impl MongoStore {
     /// The site's events from `first` on, in pages (see `Store::events`): the two
     /// queries of [`page_filters`], each read to its end by one cursor.
     pub(crate) fn events(&self, first: EventsPage) -> BoxStream<'static, Result<Vec<QueuedEvent>>> {
-        let (store, events) = (self.clone(), self.events.clone());
+        let (store, collection) = (self.clone(), self.events.clone());
         let limit = first.limit.max(1);
         let opened = async move {
             let mut parts = Vec::new();
             if let Some((ties, later)) = page_filters(&first) {
                 for filter in ties.into_iter().chain([later]) {
-                    let cursor = events.find(filter).sort(order()).await?;
+                    let cursor = collection.find(filter).sort(order()).await?;
                     parts.push(cursor.map_err(StoreError::from));
                 }
             }

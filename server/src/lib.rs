@@ -223,12 +223,18 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         None => metrics_router(&state),
         Some(_) => Router::new(),
     };
-    let timed = Router::new()
-        .merge(ingest.layer(cors))
+    // Ingest's answers go uncompressed: an SDK reads only their statuses, and gzipping a
+    // batch's answer cost more CPU than queueing its events (BENCHMARKS.md).
+    let compression = CompressionLayer::new();
+    let compressed = Router::new()
         .merge(reads)
         .merge(sdk::routes(sdk_dir))
         .merge(metrics)
         .merge(ops)
+        .layer(compression.clone());
+    let timed = Router::new()
+        .merge(ingest.layer(cors))
+        .merge(compressed)
         .fallback(routes::not_found)
         .layer(
             ServiceBuilder::new()
@@ -236,11 +242,10 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
                 .timeout(request_timeout),
         );
     timed
-        .merge(exports)
+        .merge(exports.layer(compression))
         .with_state(state)
         // Body limits apply after decompression, so a gzip bomb stops at the limit.
         .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(axum::middleware::from_fn(beacon_telemetry::track_http))

@@ -232,6 +232,34 @@ async fn gzip_bodies_are_accepted_and_gzip_bombs_stop_at_the_limit() {
 }
 
 #[tokio::test]
+async fn answers_to_ingest_go_uncompressed_and_reads_compressed() {
+    let b = TestBackend::embedded();
+    let app = TestApp::start(&b).await;
+    // A client that says it takes gzip and leaves the answer as it came.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let batch: Vec<Value> = (0..100).map(|_| seed_event()).collect();
+    let r = raw
+        .post(app.url("/events"))
+        .header("accept-encoding", "gzip")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.json::<Value>().await.unwrap()["accepted"], 100);
+    let r = raw
+        .get(app.url("/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn batches_answer_per_event_and_dedupe_event_ids() {
     for b in TestBackend::all() {
         let app = TestApp::start(&b).await;

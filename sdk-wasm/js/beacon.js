@@ -10,7 +10,8 @@
   // Calls made before the tracker loads: the site's own stub queue (`beacon.q`, of
   // [method, [arguments]]), and this snippet's recordings, kept with their time.
   var stubbed = (w.beacon && w.beacon.q) || [], early = [];
-  var tracker = null, dead = false, endpoint, hashRouting, sent = 0, settle;
+  // The module, and the number of this tag's tracker in it.
+  var wasm, tracker = null, dead = false, endpoint, hashRouting, sent = 0, settle;
 
   function warn(message, detail) {
     try { console.warn("beacon: " + message, detail || ""); } catch (_) {}
@@ -28,22 +29,28 @@
   function path() { var l = w.location; return l.pathname + (hashRouting ? l.hash : ""); }
 
   function call(name, args) {
-    if (dead || !tracker) return;
-    try { return tracker[name].apply(tracker, args || []); }
+    if (dead || tracker === null) return;
+    try { return wasm[name].apply(null, [tracker].concat(args || [])); }
     catch (e) { dead = true; warn("disabled after an error", e); }
   }
-  // Records an event on this page (kept until the tracker loads); sends if asked to.
+  // Records an event on this page, at this time (kept until the tracker loads); sends
+  // if enough waits.
   function record(type, props, keys, navigated) {
-    var args = [type, path(), props, keys, !!navigated];
-    if (!tracker) { if (early.length < 100) early.push(args); return; }
-    if (call("record", args)) flush();
+    var args = [type, path(), props, keys, !!navigated, Date.now()];
+    if (tracker === null) { if (early.length < 100) early.push(args); return; }
+    add(args);
+  }
+  function add(args) {
+    var due = call("record", args.concat([optedOut(), random(), random(), random()]));
+    if (due < 0) warn("event not sent; the problem is in", call("problem"));
+    else if (due) flush();
   }
 
   // Sends what waits. While the page stays, with keepalive fetch (events that fail for a
   // reason that may pass come back to the tracker for the next try); when it is going
   // away, with sendBeacon, which the browser delivers after the page is gone.
   function flush(closing) {
-    for (var body, id; (body = call("next_body", [id = ++sent])); ) {
+    for (var body, id; (body = call("next_body", [id = ++sent, optedOut()])); ) {
       if (closing && nav.sendBeacon(endpoint, body)) { call("settled", [id, 202]); continue; }
       post(id, body);
     }
@@ -110,16 +117,21 @@
   var base = script.src.replace(/[?#].*$/, "").replace(/[^/]*$/, "");
   var version = "__BEACON_VERSION__";
   import(base + "beacon_wasm.js?v=" + version)
-    .then(function (wasm) {
-      return wasm.default({ module_or_path: base + "beacon_wasm_bg.wasm?v=" + version }).then(function () {
-        var l = w.location;
-        var facts = {
-          src: script.src, hostname: l.hostname, protocol: l.protocol, uid: store(USER), arrival: arrival(),
-          dnt: nav.doNotTrack == "1" ? "1" : null, gpc: nav.globalPrivacyControl ? "1" : null
+    .then(function (module) {
+      return module.default({ module_or_path: base + "beacon_wasm_bg.wasm?v=" + version }).then(function () {
+        // The visit's facts, then the tag's attributes (a fact wins over an attribute of
+        // its name), as name NUL value NUL pairs; a value holding a NUL is left out.
+        var l = w.location, facts = "", fact = function (name, value) {
+          if (value != null && String(value).indexOf("\0") < 0) facts += name + "\0" + value + "\0";
         };
-        tracker = wasm.start(function (name) {
-          return name in facts ? facts[name] : script.getAttribute(name);
-        }, random, optedOut);
+        fact("src", script.src); fact("hostname", l.hostname); fact("protocol", l.protocol);
+        fact("uid", store(USER)); fact("arrival", arrival());
+        fact("dnt", nav.doNotTrack == "1" ? "1" : null); fact("gpc", nav.globalPrivacyControl ? "1" : null);
+        Array.prototype.forEach.call(script.attributes, function (a) { fact(a.name, a.value); });
+        var t = module.start(facts, random(), random(), random(), random());
+        if (t < 0) throw module.problem();
+        wasm = module;
+        tracker = t;
       });
     })
     .then(function () {
@@ -148,9 +160,9 @@
       d.addEventListener("visibilitychange", function () { if (d.visibilityState === "hidden") flush(true); });
       w.addEventListener("pagehide", function () { flush(true); });
       setInterval(flush, call("flush_ms"));
-      early.forEach(function (args) { if (call("record", args)) flush(); });
+      early.forEach(add);
       stubbed.forEach(function (c) { try { w.beacon[c[0]].apply(null, c[1] || []); } catch (_) {} });
-      settle(!!call("tracking"));
+      settle(!!call("tracking", [optedOut()]));
     })
     .catch(function (e) { dead = true; warn("not started", e); settle(false); });
 })();

@@ -10,10 +10,14 @@
 //!
 //! The split with the snippet: the snippet does the browser's part (listening, reading
 //! the location and `localStorage`, the clock and randomness, `fetch` and `sendBeacon`)
-//! and calls in here, inside `try/catch`, with plain values; this module keeps the
-//! state and the rules, shared with the server through `beacon-protocol`. Every call
-//! across the boundary costs glue on both sides, and the whole SDK is downloaded by
-//! every visitor, so the boundary is kept to the few calls below.
+//! and calls in here, inside `try/catch`; this module keeps the state and the rules,
+//! shared with the server through `beacon-protocol`. The whole SDK is downloaded by
+//! every visitor, and every kind of value that crosses the boundary costs glue on both
+//! sides, so only numbers, booleans and strings cross it: no JavaScript objects or
+//! callbacks (they would bring wasm-bindgen's table of references), no classes (their
+//! finalizers), no thrown errors. Each snippet tag on a page gets a tracker of its own,
+//! named by a small number, and a call that fails answers `-1` and leaves its reason
+//! for [`problem`].
 
 pub mod buffer;
 pub mod config;
@@ -22,7 +26,8 @@ pub mod ids;
 pub mod json;
 pub mod tracker;
 
-use js_sys::Function;
+use std::cell::{Cell, RefCell};
+
 use wasm_bindgen::prelude::*;
 
 use crate::config::Config;
@@ -36,34 +41,56 @@ use crate::tracker::{Record, Tracker};
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
 
-/// The tracker on one page, as the snippet holds it.
-#[wasm_bindgen]
-#[derive(Debug)]
-pub struct Beacon {
-    tracker: Tracker,
-    /// Answers a random 32-bit number (`crypto.getRandomValues`).
-    random: Function,
-    /// Answers whether the visitor has opted out, read from `localStorage` at each
-    /// call, so that opting out in one tab stops the others.
-    opted_out: Function,
+thread_local! {
+    /// The trackers started on this page, one per snippet tag, by the number `start`
+    /// answered.
+    static TRACKERS: RefCell<Vec<Tracker>> = const { RefCell::new(Vec::new()) };
+    /// Why the last call that answered `-1` failed.
+    static PROBLEM: Cell<&'static str> = const { Cell::new("") };
 }
 
-/// Starts tracking. `ask(name)` answers the snippet's `<script>` tag's attributes
-/// (`data-site-id`, …) and these facts about the visit, each a string or `null`:
-/// `src` (the script's URL), `hostname` and `protocol` (the page's location), `dnt`
-/// and `gpc` (`"1"` when the browser sends Do Not Track or Global Privacy Control),
-/// `uid` (the visitor id kept on this device) and `arrival` (the JSON object of the
-/// page load's referrer and `utm_*` tags). Fails, with a message for the console, when
-/// the tag has no `data-site-id` or a setting is wrong.
+/// Runs `f` on tracker `t`; `None` if there is no such tracker. Never panics (a panic's
+/// message would bring the formatting machinery into the module).
+fn with<T>(t: u32, f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
+    TRACKERS
+        .try_with(|all| Some(all.try_borrow_mut().ok()?.get_mut(t as usize).map(f)))
+        .ok()
+        .flatten()
+        .flatten()
+}
+
+/// Answers `-1`, keeping `why` for [`problem`].
+fn failed(why: &'static str) -> i32 {
+    let _ = PROBLEM.try_with(|problem| problem.set(why));
+    -1
+}
+
+/// Starts a tracker and answers its number, or `-1` (see [`problem`]) when the tag has
+/// no `data-site-id` or a setting is wrong. `facts` holds `name`, NUL, `value`, NUL for
+/// each of the snippet tag's attributes (`data-site-id`, …) and these facts about the
+/// visit, each left out when unknown: `src` (the script's URL), `hostname` and
+/// `protocol` (the page's location), `dnt` and `gpc` (`"1"` when the browser sends Do
+/// Not Track or Global Privacy Control), `uid` (the visitor id kept on this device) and
+/// `arrival` (the JSON object of the page load's referrer and `utm_*` tags). The
+/// snippet leaves out a value holding a NUL (HTML's parser never leaves one in an
+/// attribute). `r0`…`r3` are random.
 #[wasm_bindgen]
-pub fn start(ask: &Function, random: Function, opted_out: Function) -> Result<Beacon, JsError> {
+pub fn start(facts: &str, r0: u32, r1: u32, r2: u32, r3: u32) -> i32 {
+    let mut pairs = Vec::new();
+    let mut parts = facts.split('\0');
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        pairs.push((name, value));
+    }
     let ask = |name: &str| {
-        ask.call1(&JsValue::NULL, &JsValue::from_str(name))
-            .ok()?
-            .as_string()
+        pairs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
     };
-    let config = Config::from_attributes(ask, &ask("src").unwrap_or_default())
-        .map_err(|e| JsError::new(&(String::from("beacon: ") + e)))?;
+    let config = match Config::from_attributes(ask, &ask("src").unwrap_or_default()) {
+        Ok(config) => config,
+        Err(why) => return failed(why),
+    };
     let visit = Visit {
         hostname: ask("hostname").unwrap_or_default(),
         protocol: ask("protocol").unwrap_or_default(),
@@ -71,113 +98,214 @@ pub fn start(ask: &Function, random: Function, opted_out: Function) -> Result<Be
         global_privacy_control: ask("gpc").is_some_and(|v| v == "1"),
         opted_out: false,
     };
-    let mut id = [0; 16];
-    fill_random(&random, &mut id);
+    let id = random_bytes([r0, r1, r2, r3]);
     let arrival = ask("arrival").unwrap_or_default();
-    Ok(Beacon {
-        tracker: Tracker::new(config, &visit, ask("uid"), id, &arrival),
-        random,
-        opted_out,
-    })
+    let tracker = Tracker::new(config, &visit, ask("uid"), id, &arrival);
+    let started = TRACKERS.try_with(|all| {
+        let mut all = all.try_borrow_mut().ok()?;
+        all.push(tracker);
+        i32::try_from(all.len() - 1).ok()
+    });
+    started
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| failed("cannot start another tracker"))
 }
 
+/// Why the last call that answered `-1` failed: a message, or the field of an event
+/// that was not sent.
 #[wasm_bindgen]
-impl Beacon {
-    /// Records an event at `path`: a page view, a click or a custom event, with its
-    /// properties as a JSON object of `keys` keys. `navigated` marks a page view after
-    /// a history change, recorded only if the path changed. Returns `true` when enough
-    /// is waiting to send now; a refused event is a console warning.
-    pub fn record(
-        &mut self,
-        event_type: &str,
-        path: &str,
-        props: Option<String>,
-        keys: u32,
-        navigated: bool,
-    ) -> bool {
-        let mut random = [0; 10];
-        fill_random(&self.random, &mut random);
-        let record = Record {
-            event_type,
-            path,
-            props: props.as_deref().map(|p| (p, keys)),
-            now_ms: js_sys::Date::now(),
-            random,
-            navigated,
-        };
-        let opted_out = self.opted_out();
-        self.tracker
-            .record(opted_out, record)
-            .unwrap_or_else(|field| {
-                web_sys::console::warn_2(
-                    &JsValue::from_str("beacon: event not sent; the problem is in"),
-                    &JsValue::from_str(field),
-                );
-                false
-            })
-    }
+pub fn problem() -> String {
+    PROBLEM.try_with(Cell::get).unwrap_or_default().to_owned()
+}
 
-    /// The next request body to send, under the snippet's `id` for it.
-    pub fn next_body(&mut self, id: u32) -> Option<String> {
-        let opted_out = self.opted_out();
-        self.tracker.next_body(opted_out, id)
-    }
-
-    /// The answer to body `id`: its HTTP status, or 0 if it never got one. `true` when
-    /// the server refused it for good.
-    pub fn settled(&mut self, id: u32, status: u16) -> bool {
-        self.tracker.settled(id, status)
-    }
-
-    /// Forgets what waits (the visitor opted out).
-    pub fn clear(&mut self) {
-        self.tracker.clear();
-    }
-
-    /// Whether this visit is tracked at all.
-    pub fn tracking(&self) -> bool {
-        self.tracker.blocked(self.opted_out()).is_none()
-    }
-
-    /// Where bodies go.
-    pub fn endpoint(&self) -> String {
-        self.tracker.config().endpoint.clone()
-    }
-
-    /// How often to send, in milliseconds.
-    pub fn flush_ms(&self) -> u32 {
-        self.tracker.config().flush_interval_ms
-    }
-
-    /// Whether the hash is part of the path (`data-hash-routing`).
-    pub fn hash_routing(&self) -> bool {
-        self.tracker.config().hash_routing
-    }
-
-    /// The anonymous visitor id to keep on this device; none in cookieless mode.
-    pub fn user_id(&self) -> Option<String> {
-        self.tracker.user_id().map(str::to_owned)
+/// Records an event at `path` on tracker `t`: a page view, a click or a custom event,
+/// with its properties as a JSON object of `keys` keys, at `now_ms` (epoch
+/// milliseconds). `navigated` marks a page view after a history change, recorded only
+/// if the path changed. `opted_out` is read by the snippet at each call, so that
+/// opting out in one tab stops the others; `r0`…`r2` are random. Answers `1` when
+/// enough is waiting to send now, `0` when not, and `-1` (see [`problem`]) when the
+/// event is refused.
+#[wasm_bindgen]
+#[allow(clippy::too_many_arguments)] // plain values, so that the glue stays small
+pub fn record(
+    t: u32,
+    event_type: &str,
+    path: &str,
+    props: Option<String>,
+    keys: u32,
+    navigated: bool,
+    now_ms: f64,
+    opted_out: bool,
+    r0: u32,
+    r1: u32,
+    r2: u32,
+) -> i32 {
+    let [a, b, c] = [r0, r1, r2].map(u32::to_le_bytes);
+    let random = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1]];
+    let record = Record {
+        event_type,
+        path,
+        props: props.as_deref().map(|p| (p, keys)),
+        now_ms,
+        random,
+        navigated,
+    };
+    match with(t, |tracker| tracker.record(opted_out, record)) {
+        Some(Ok(due)) => i32::from(due),
+        Some(Err(field)) => failed(field),
+        None => failed("no such tracker"),
     }
 }
 
-impl Beacon {
-    fn opted_out(&self) -> bool {
-        self.opted_out
-            .call0(&JsValue::NULL)
-            .is_ok_and(|v| v.is_truthy())
-    }
+/// Tracker `t`'s next request body to send, under the snippet's `id` for it.
+#[wasm_bindgen]
+pub fn next_body(t: u32, id: u32, opted_out: bool) -> Option<String> {
+    with(t, |tracker| tracker.next_body(opted_out, id)).flatten()
 }
 
-/// Fills `bytes` from `random`, four at a time.
-fn fill_random(random: &Function, bytes: &mut [u8]) {
-    for chunk in bytes.chunks_mut(4) {
-        let word = random
-            .call0(&JsValue::NULL)
-            .ok()
-            .and_then(|v| v.as_f64())
-            .unwrap_or_default() as u32;
-        for (byte, source) in chunk.iter_mut().zip(word.to_le_bytes()) {
-            *byte = source;
-        }
+/// The answer to body `id`: its HTTP status, or 0 if it never got one. `true` when the
+/// server refused it for good.
+#[wasm_bindgen]
+pub fn settled(t: u32, id: u32, status: u16) -> bool {
+    with(t, |tracker| tracker.settled(id, status)).unwrap_or(false)
+}
+
+/// Forgets what waits (the visitor opted out).
+#[wasm_bindgen]
+pub fn clear(t: u32) {
+    with(t, Tracker::clear);
+}
+
+/// Whether this visit is tracked at all.
+#[wasm_bindgen]
+pub fn tracking(t: u32, opted_out: bool) -> bool {
+    with(t, |tracker| tracker.blocked(opted_out).is_none()).unwrap_or(false)
+}
+
+/// Where bodies go.
+#[wasm_bindgen]
+pub fn endpoint(t: u32) -> String {
+    with(t, |tracker| tracker.config().endpoint.clone()).unwrap_or_default()
+}
+
+/// How often to send, in milliseconds.
+#[wasm_bindgen]
+pub fn flush_ms(t: u32) -> u32 {
+    with(t, |tracker| tracker.config().flush_interval_ms).unwrap_or(config::DEFAULT_FLUSH_MS)
+}
+
+/// Whether the hash is part of the path (`data-hash-routing`).
+#[wasm_bindgen]
+pub fn hash_routing(t: u32) -> bool {
+    with(t, |tracker| tracker.config().hash_routing).unwrap_or(false)
+}
+
+/// The anonymous visitor id to keep on this device; none in cookieless mode.
+#[wasm_bindgen]
+pub fn user_id(t: u32) -> Option<String> {
+    with(t, |tracker| tracker.user_id().map(str::to_owned)).flatten()
+}
+
+/// 16 bytes from four random words.
+fn random_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    for (chunk, word) in bytes.chunks_mut(4).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use beacon_protocol::batch::parse_batch;
+
+    use super::*;
+
+    fn facts(pairs: &[(&str, &str)]) -> String {
+        pairs.iter().map(|(n, v)| format!("{n}\0{v}\0")).collect()
+    }
+
+    fn shop(extra: &[(&str, &str)]) -> String {
+        let mut pairs = vec![
+            ("src", "https://stats.example/sdk/beacon.js"),
+            ("hostname", "shop.example"),
+            ("protocol", "https:"),
+            ("arrival", "{}"),
+        ];
+        pairs.extend_from_slice(extra);
+        facts(&pairs)
+    }
+
+    #[test]
+    fn a_tag_is_read_from_its_facts_and_each_tag_has_its_own_tracker() {
+        let first = start(&shop(&[("data-site-id", "shop")]), 1, 2, 3, 4);
+        let second = start(
+            &shop(&[
+                ("data-site-id", "blog"),
+                ("data-api", "https://api.example/"),
+            ]),
+            5,
+            6,
+            7,
+            8,
+        );
+        assert!(first >= 0 && second > first);
+        let (first, second) = (first as u32, second as u32);
+        assert_eq!(endpoint(first), "https://stats.example/events");
+        assert_eq!(endpoint(second), "https://api.example/events");
+        assert!(tracking(first, false) && !tracking(first, true));
+        assert_eq!(user_id(first).map(|id| id.len()), Some(32));
+        assert_eq!(
+            record(
+                first,
+                "page_view",
+                "/a",
+                None,
+                0,
+                false,
+                1.7e12,
+                false,
+                1,
+                2,
+                3
+            ),
+            0
+        );
+        let body = next_body(first, 1, false).unwrap();
+        let events = parse_batch(body.as_bytes()).unwrap().events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].as_ref().unwrap().site_id, "shop");
+        assert!(!settled(first, 1, 202));
+        assert_eq!(next_body(second, 1, false), None);
+    }
+
+    #[test]
+    fn failures_answer_minus_one_and_say_why() {
+        assert_eq!(start(&shop(&[]), 0, 0, 0, 0), -1);
+        assert!(problem().contains("data-site-id"));
+        let t = start(&shop(&[("data-site-id", "shop")]), 0, 0, 0, 0) as u32;
+        assert_eq!(
+            record(t, "", "/", None, 0, false, 1.7e12, false, 0, 0, 0),
+            -1
+        );
+        assert_eq!(problem(), "event_type");
+        assert_eq!(
+            record(
+                u32::MAX,
+                "page_view",
+                "/",
+                None,
+                0,
+                false,
+                0.0,
+                false,
+                0,
+                0,
+                0
+            ),
+            -1
+        );
+        assert!(!tracking(u32::MAX, false));
     }
 }

@@ -1,6 +1,6 @@
 //! The snippet's own behaviour in headless Chromium, against the real server: a tag
 //! without a site id, a developer's localhost, opting out and back in, cookieless mode,
-//! and a send that fails (a peer answering `503` once) and is retried without counting
+//! an event refused in the browser, and a send that fails (a peer answering `503` once) and is retried without counting
 //! twice. `e2e.rs` covers a whole visit; this file the edges.
 //!
 //! Needs `scripts/build-wasm` to have run and `chromedriver`, like `e2e.rs`.
@@ -37,17 +37,25 @@ struct Site {
 }
 
 /// A page with the snippet, its tag carrying `attrs` (`{beacon}` and `{site}` in them
-/// are replaced), and a record of errors thrown into the page.
+/// are replaced), and a record of errors thrown into the page. With `early`, the page
+/// tracks an event called `early` as soon as the snippet has run, before its tracker
+/// has loaded.
 async fn page(State(site): State<Site>, Query(q): Query<Vec<(String, String)>>) -> Html<String> {
     let attrs = q
         .iter()
         .find(|(k, _)| k == "attrs")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
+    let early = match q.iter().any(|(k, _)| k == "early") {
+        true => {
+            "<script>addEventListener('DOMContentLoaded', function () { beacon.track('early'); });</script>"
+        }
+        false => "",
+    };
     Html(format!(
         "<!doctype html><html><head><script>window.errors = [];\
          addEventListener('error', function (e) {{ errors.push(String(e.message)); }});</script>\
-         <script defer src=\"{}/sdk/beacon.js\" {attrs}></script></head>\
+         <script defer src=\"{}/sdk/beacon.js\" {attrs}></script>{early}</head>\
          <body><p>test page</p></body></html>",
         site.beacon
     ))
@@ -185,6 +193,8 @@ async fn the_snippet_respects_visitors_and_retries_what_fails() {
     );
     let uid = run(&browser, "return localStorage.getItem('beacon_uid')").await;
     assert_eq!(uid, Value::Null);
+    // An event the server would refuse is a console warning, and tracking goes on.
+    run(&browser, "beacon.track('')").await;
     run(&browser, "beacon.track('signup', {plan: 'pro'})").await;
 
     // A send refused with 503 comes back and goes again with the next tick.
@@ -201,6 +211,21 @@ async fn the_snippet_respects_visitors_and_retries_what_fails() {
     assert!(
         flaky_seen.load(Ordering::SeqCst) >= 2,
         "the first send was refused"
+    );
+
+    // A call made before the tracker has loaded is kept, and sent once it has.
+    let attrs = "data-site-id=\"early\" data-allow-localhost data-flush-ms=\"300\"";
+    let url = reqwest::Url::parse_with_params(
+        &format!("{site}/page"),
+        [("attrs", attrs), ("early", "1")],
+    )
+    .unwrap();
+    browser.goto(url.as_str()).await.unwrap();
+    assert!(snippet_ready(&browser).await);
+    assert_eq!(
+        settled_total(&beacon, "early", 2).await,
+        2,
+        "the page view and 'early'"
     );
 
     browser.goto("about:blank").await.unwrap();

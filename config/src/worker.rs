@@ -43,10 +43,8 @@ struct WorkerArgs {
 /// The polling loop's settings, shared with the server's worker inside.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct PollingArgs {
-    /// Most events moved per batch. A move has a fixed cost (its transactions, the queue's
-    /// delete), so under a flood larger batches move more per second; an idle queue's
-    /// batches stay small whatever the limit.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_SIZE))]
+    /// Most events moved per batch.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_SIZE))]
     batch_size: u64,
     /// How often the worker polls an idle queue, in milliseconds: polls start this far
     /// apart.
@@ -109,8 +107,7 @@ mod tests {
     #[test]
     fn defaults_are_the_original_designs() {
         let c = WorkerConfig::defaults();
-        // The seed's .env says 1000; a larger batch keeps up with a flood (see the arg).
-        assert_eq!(c.batch_size, 5000);
+        assert_eq!(c.batch_size, 1000);
         assert_eq!(c.poll_interval, Duration::from_millis(200));
         assert_eq!(c.store.queue_name, "events_queue");
         assert!(matches!(c.store.backend, Backend::Embedded { .. }));

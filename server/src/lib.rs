@@ -60,7 +60,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -246,7 +247,10 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
         .with_state(state)
         // Body limits apply after decompression, so a gzip bomb stops at the limit.
         .layer(RequestDecompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
+        // A 5xx is no error line of its own: what failed inside is logged where it
+        // failed, and a full queue's 503s, one per refused request under a flood, are
+        // counted in the metrics instead.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(axum::middleware::from_fn(beacon_telemetry::track_http))
 }

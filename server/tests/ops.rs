@@ -62,6 +62,42 @@ async fn json_logs_are_one_object_per_line() {
     server.kill().await.unwrap();
 }
 
+/// A full queue's `503`s, one per request under a flood, add no log lines: they are
+/// counted in the metrics.
+#[tokio::test]
+async fn a_full_queue_refuses_without_a_log_line_per_request() {
+    let data = tempfile::tempdir().unwrap();
+    let port = beacon_testkit::free_port();
+    let mut server = common::server_binary(data.path(), port)
+        .env("RUN_WORKER", "0")
+        .env("QUEUE_MAX_EVENTS", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let event = serde_json::json!({"site_id": "s", "event_type": "page_view"});
+    let mut refused = 0;
+    for _ in 0..200 {
+        match http.post(format!("{url}/event")).json(&event).send().await {
+            Ok(r) if r.status() == 503 => refused += 1,
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await, // not up yet
+        }
+        if refused == 20 {
+            break;
+        }
+    }
+    assert_eq!(refused, 20);
+    server.kill().await.unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        logged.push(line);
+    }
+    assert!(logged.len() < 10, "a line per refused request: {logged:#?}");
+}
+
 /// With `METRICS_PORT`, `/metrics` leaves the public router for a port of its own;
 /// with `METRICS_TOKEN`, it asks for the token.
 #[tokio::test]

@@ -53,9 +53,8 @@ thread_local! {
 /// message would bring the formatting machinery into the module).
 fn with<T>(t: u32, f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
     TRACKERS
-        .try_with(|all| Some(all.try_borrow_mut().ok()?.get_mut(t as usize).map(f)))
+        .try_with(|all| all.try_borrow_mut().ok()?.get_mut(t as usize).map(f))
         .ok()
-        .flatten()
         .flatten()
 }
 
@@ -73,7 +72,8 @@ fn failed(why: &'static str) -> i32 {
 /// Not Track or Global Privacy Control), `uid` (the visitor id kept on this device) and
 /// `arrival` (the JSON object of the page load's referrer and `utm_*` tags). The
 /// snippet leaves out a value holding a NUL (HTML's parser never leaves one in an
-/// attribute). `r0`…`r3` are random.
+/// attribute), and puts the facts first: the first value of a name counts. `r0`…`r3`
+/// are random.
 #[wasm_bindgen]
 pub fn start(facts: &str, r0: u32, r1: u32, r2: u32, r3: u32) -> i32 {
     let mut pairs = Vec::new();
@@ -278,6 +278,14 @@ mod tests {
         assert_eq!(events[0].as_ref().unwrap().site_id, "shop");
         assert!(!settled(first, 1, 202));
         assert_eq!(next_body(second, 1, false), None);
+    }
+
+    #[test]
+    fn the_first_value_of_a_name_counts() {
+        // The snippet puts the script's absolute URL before the tag's own `src`.
+        let facts = shop(&[("src", "/sdk/beacon.js"), ("data-site-id", "shop")]);
+        let t = start(&facts, 0, 0, 0, 0);
+        assert_eq!(endpoint(t as u32), "https://stats.example/events");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::limits::*;
+pub use crate::rules::{ValidationError, validate_context, validate_fields, validate_props_size};
 
 /// One analytics event, as it travels from an SDK (or `curl`) to the server.
 ///
@@ -69,58 +70,6 @@ pub struct Event {
     /// `utm_term`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utm_term: Option<String>,
-}
-
-/// Why an event was refused. The text names the field, so a developer can fix the call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValidationError {
-    /// A required field is empty.
-    #[error("`{0}` must not be empty")]
-    Empty(&'static str),
-    /// A field is longer than the limit.
-    #[error("`{field}` is {len} bytes, longer than the limit of {max}")]
-    TooLong {
-        /// The field.
-        field: &'static str,
-        /// Its length in bytes.
-        len: usize,
-        /// The limit in bytes.
-        max: usize,
-    },
-    /// A field holds control characters, which no real id or path does.
-    #[error("`{0}` must not contain control characters")]
-    ControlCharacters(&'static str),
-    /// `props` has too many entries or is too large.
-    #[error("`props` is too large: at most {MAX_PROPS} entries and {MAX_PROPS_BYTES} bytes")]
-    PropsTooLarge,
-    /// The timestamp is too far in the future to be a clock error.
-    #[error("`timestamp` is more than {MAX_CLOCK_SKEW_SECS} seconds in the future")]
-    TimestampInFuture,
-    /// The body could not be read as an event.
-    #[error("{0}")]
-    Malformed(String),
-}
-
-fn check_text(
-    field: &'static str,
-    value: &str,
-    max: usize,
-    required: bool,
-) -> Result<(), ValidationError> {
-    if required && value.trim().is_empty() {
-        return Err(ValidationError::Empty(field));
-    }
-    if value.len() > max {
-        return Err(ValidationError::TooLong {
-            field,
-            len: value.len(),
-            max,
-        });
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ValidationError::ControlCharacters(field));
-    }
-    Ok(())
 }
 
 impl Event {
@@ -188,57 +137,6 @@ impl Event {
             self.utm(),
         )
     }
-}
-
-/// The text fields' rules, for clients that build events without [`Event`] (the browser
-/// SDK keeps serde out of its wasm to stay small).
-pub fn validate_fields(
-    site_id: &str,
-    event_type: &str,
-    path: Option<&str>,
-    user_id: Option<&str>,
-) -> Result<(), ValidationError> {
-    check_text("site_id", site_id, MAX_SITE_ID_BYTES, true)?;
-    check_text("event_type", event_type, MAX_EVENT_TYPE_BYTES, true)?;
-    if let Some(path) = path {
-        check_text("path", path, MAX_PATH_BYTES, false)?;
-    }
-    if let Some(user_id) = user_id {
-        check_text("user_id", user_id, MAX_USER_ID_BYTES, false)?;
-    }
-    Ok(())
-}
-
-/// The rules of the fields that say where a visitor came from and with what.
-pub fn validate_context(
-    referrer: Option<&str>,
-    user_agent: Option<&str>,
-    hostname: Option<&str>,
-    utm: [(&'static str, Option<&str>); 5],
-) -> Result<(), ValidationError> {
-    if let Some(r) = referrer {
-        check_text("referrer", r, MAX_REFERRER_BYTES, false)?;
-    }
-    if let Some(ua) = user_agent {
-        check_text("user_agent", ua, MAX_USER_AGENT_BYTES, false)?;
-    }
-    if let Some(host) = hostname {
-        check_text("hostname", host, MAX_HOSTNAME_BYTES, false)?;
-    }
-    for (field, value) in utm {
-        if let Some(v) = value {
-            check_text(field, v, MAX_UTM_BYTES, false)?;
-        }
-    }
-    Ok(())
-}
-
-/// The `props` rule: `entries` keys, `bytes` of compact JSON.
-pub fn validate_props_size(entries: usize, bytes: usize) -> Result<(), ValidationError> {
-    if entries > MAX_PROPS || bytes > MAX_PROPS_BYTES {
-        return Err(ValidationError::PropsTooLarge);
-    }
-    Ok(())
 }
 
 /// serde_json's messages name the problem and position; prefix them so the reader knows

@@ -1,6 +1,7 @@
 //! The wire contract shared by Beacon's server, worker, store and both SDKs.
 //!
 //! - [`event`]: the [`Event`] a client sends, and its validation.
+//! - [`rules`]: the rules an event's fields must meet.
 //! - [`batch`]: the `POST /events` envelope and its per-event results.
 //! - [`stats`]: the `GET /stats` query and the [`Stats`] it answers.
 //! - [`query`]: the query API (`POST /api/v2/query`), in Plausible's shape.
@@ -9,48 +10,36 @@
 //!
 //! The crate does no I/O and has no runtime, so that it builds for
 //! `wasm32-unknown-unknown` and the browser SDK validates exactly as the server does.
+//! Without the `std` feature only `limits` and `rules` are built, without the standard
+//! library: the browser SDK leaves std's panic and formatting code out of its module.
+#![cfg_attr(not(feature = "std"), no_std)]
 
-pub mod batch;
-pub mod event;
+extern crate alloc;
+
 pub mod limits;
+pub mod rules;
+
+#[cfg(feature = "std")]
+mod answers;
+#[cfg(feature = "std")]
+pub mod batch;
+#[cfg(feature = "std")]
+pub mod event;
+#[cfg(feature = "std")]
 pub mod query;
+#[cfg(feature = "std")]
 pub mod stats;
+#[cfg(feature = "std")]
 pub mod time;
 
+#[cfg(feature = "std")]
+pub use answers::{ErrorBody, Queued};
+#[cfg(feature = "std")]
 pub use batch::{BatchResponse, EventResult, EventStatus};
-pub use event::{Event, ValidationError};
+#[cfg(feature = "std")]
+pub use event::Event;
+pub use rules::ValidationError;
+#[cfg(feature = "std")]
 pub use stats::{PathCount, Stats, StatsQuery, TimeRange};
+#[cfg(feature = "std")]
 pub use time::DateBound;
-
-/// The body of every error answer, so that clients can show or log one field.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code such as `invalid_event` or `payload_too_large`.
-    pub error: String,
-    /// What was wrong, for a human.
-    pub message: String,
-}
-
-/// The answer to a single accepted `POST /event`: `{"status":"queued"}`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Queued {
-    /// Always `"queued"`.
-    pub status: String,
-}
-
-impl Queued {
-    /// `{"status":"queued"}`.
-    pub fn new() -> Self {
-        Self {
-            status: "queued".to_owned(),
-        }
-    }
-}
-
-impl Default for Queued {
-    fn default() -> Self {
-        Self::new()
-    }
-}

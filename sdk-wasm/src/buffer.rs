@@ -1,7 +1,9 @@
 //! Events waiting to be sent, already serialized, cut into request bodies that fit what
 //! `navigator.sendBeacon` and `fetch(…, {keepalive})` accept.
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use beacon_protocol::limits::MAX_BATCH_EVENTS;
 

@@ -1,5 +1,8 @@
 //! The snippet's settings, read from the `<script>` tag's `data-*` attributes.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+
 /// How the snippet behaves on one site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -1,6 +1,8 @@
 //! Whether this visit may be tracked at all. Decided from plain inputs so it can be
 //! tested without a browser; `tracker` reads them from the page.
 
+use alloc::string::String;
+
 use crate::config::Config;
 
 /// What the page and browser say about this visit.

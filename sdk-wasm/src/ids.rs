@@ -5,6 +5,8 @@
 //! builder and text encoder weigh more in the module than the few lines below; the
 //! tests check them against `uuid`.
 
+use alloc::string::String;
+
 use crate::json::HEX;
 
 /// A UUIDv7, hyphenated: time-ordered, so the server's queue and indexes stay

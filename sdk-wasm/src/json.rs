@@ -3,6 +3,8 @@
 //! formatting machinery, the largest thing in it; the properties arrive as JSON already
 //! (the browser's `JSON.stringify`).
 
+use alloc::string::String;
+
 /// Lower-case hex digits, for escapes here and for ids.
 pub const HEX: &[u8; 16] = b"0123456789abcdef";
 

@@ -18,6 +18,14 @@
 //! finalizers), no thrown errors. Each snippet tag on a page gets a tracker of its own,
 //! named by a small number, and a call that fails answers `-1` and leaves its reason
 //! for [`problem`].
+//!
+//! In the browser the module is built without the standard library, whose panic and
+//! formatting code would otherwise be linked in by any bounds check: a panic stops the
+//! module (the snippet then stops tracking, never the page). The tests run natively,
+//! with it.
+#![cfg_attr(all(target_arch = "wasm32", not(test)), no_std)]
+
+extern crate alloc;
 
 pub mod buffer;
 pub mod config;
@@ -26,8 +34,11 @@ pub mod ids;
 pub mod json;
 pub mod tracker;
 
-use std::cell::{Cell, RefCell};
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
 
+use spin::Mutex;
 use wasm_bindgen::prelude::*;
 
 use crate::config::Config;
@@ -41,27 +52,32 @@ use crate::tracker::{Record, Tracker};
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
 
-thread_local! {
-    /// The trackers started on this page, one per snippet tag, by the number `start`
-    /// answered.
-    static TRACKERS: RefCell<Vec<Tracker>> = const { RefCell::new(Vec::new()) };
-    /// Why the last call that answered `-1` failed.
-    static PROBLEM: Cell<&'static str> = const { Cell::new("") };
-}
+/// The trackers started on this page, one per snippet tag, by the number `start`
+/// answered. A page runs one thread: the lock is never contended, and is taken with
+/// `try_lock`, so that no call can wait or panic on it.
+static TRACKERS: Mutex<Vec<Tracker>> = Mutex::new(Vec::new());
+/// Why the last call that answered `-1` failed.
+static PROBLEM: Mutex<&'static str> = Mutex::new("");
 
-/// Runs `f` on tracker `t`; `None` if there is no such tracker. Never panics (a panic's
-/// message would bring the formatting machinery into the module).
+/// Runs `f` on tracker `t`; `None` if there is no such tracker.
 fn with<T>(t: u32, f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
-    TRACKERS
-        .try_with(|all| all.try_borrow_mut().ok()?.get_mut(t as usize).map(f))
-        .ok()
-        .flatten()
+    TRACKERS.try_lock()?.get_mut(t as usize).map(f)
 }
 
 /// Answers `-1`, keeping `why` for [`problem`].
 fn failed(why: &'static str) -> i32 {
-    let _ = PROBLEM.try_with(|problem| problem.set(why));
+    if let Some(mut problem) = PROBLEM.try_lock() {
+        *problem = why;
+    }
     -1
+}
+
+/// A panic in the browser stops the module: the call traps, and the snippet, which
+/// makes every call inside `try`, stops tracking.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
 }
 
 /// Starts a tracker and answers its number, or `-1` (see [`problem`]) when the tag has
@@ -101,22 +117,22 @@ pub fn start(facts: &str, r0: u32, r1: u32, r2: u32, r3: u32) -> i32 {
     let id = random_bytes([r0, r1, r2, r3]);
     let arrival = ask("arrival").unwrap_or_default();
     let tracker = Tracker::new(config, &visit, ask("uid"), id, &arrival);
-    let started = TRACKERS.try_with(|all| {
-        let mut all = all.try_borrow_mut().ok()?;
+    let started = TRACKERS.try_lock().and_then(|mut all| {
         all.push(tracker);
         i32::try_from(all.len() - 1).ok()
     });
-    started
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| failed("cannot start another tracker"))
+    started.unwrap_or_else(|| failed("cannot start another tracker"))
 }
 
 /// Why the last call that answered `-1` failed: a message, or the field of an event
 /// that was not sent.
 #[wasm_bindgen]
 pub fn problem() -> String {
-    PROBLEM.try_with(Cell::get).unwrap_or_default().to_owned()
+    PROBLEM
+        .try_lock()
+        .map(|problem| *problem)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Records an event at `path` on tracker `t`: a page view, a click or a custom event,

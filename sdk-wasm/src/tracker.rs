@@ -6,10 +6,13 @@
 //! call across the wasm boundary costs glue in both languages, so the boundary is a few
 //! calls with plain values, and everything here can be tested natively.
 
-use std::collections::VecDeque;
+use alloc::borrow::ToOwned;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use beacon_protocol::ValidationError;
-use beacon_protocol::event::{validate_fields, validate_props_size};
+use beacon_protocol::rules::{validate_fields, validate_props_size};
 
 use crate::buffer::Buffer;
 use crate::config::Config;

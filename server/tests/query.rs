@@ -33,9 +33,14 @@ async fn query(app: &TestApp, token: Option<&str>, q: Value) -> (u16, Value) {
 }
 
 /// Two visitors an hour ago: one from Google on a desktop who read two pages, one
-/// tagged from a newsletter on a phone who bounced.
+/// tagged from a newsletter on a phone who bounced. In the first hour of a UTC day
+/// they come from midnight on (a few minutes ahead of the clock at most), so that the
+/// day's queries see them.
 async fn two_visits(app: &TestApp) {
-    let at = |minutes: i64| (Utc::now() - Duration::minutes(60 - minutes)).to_rfc3339();
+    let now = Utc::now();
+    let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let start = (now - Duration::minutes(60)).max(midnight);
+    let at = |minutes: i64| (start + Duration::minutes(minutes)).to_rfc3339();
     post_events(
         app,
         CHROME,

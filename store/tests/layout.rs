@@ -3,7 +3,7 @@
 //! queue is drained or events expire.
 #![allow(clippy::unwrap_used)]
 
-use beacon_store::{Context, EventsPage, QueuedEvent};
+use beacon_store::{Context, EventsPage, QueuedEvent, Store};
 use beacon_testkit::TestBackend;
 use beacon_testkit::store::{drain, enqueue, open, page_view, raw_queue_doc};
 use chrono::{TimeZone, Utc};
@@ -19,6 +19,14 @@ const FIRST_LAYOUT: &str = "CREATE TABLE events (
     processed_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX events_site_time ON events (site_id, timestamp);";
+
+/// The first events of `site`, as a reader gets them.
+async fn first_page(store: &Store, site: &str) -> Vec<QueuedEvent> {
+    store
+        .events_page(&EventsPage::first(site, 10))
+        .await
+        .unwrap()
+}
 
 /// What an earlier version's store held, for both backends: an event with every kind of
 /// value (props that look like Extended JSON, quotes, an emoji, an empty field) and one
@@ -86,21 +94,12 @@ async fn a_store_of_the_first_layout_opens_with_every_value_it_held() {
     }
 
     let store = open(&b).await;
-    let read = |site: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .events_page(&EventsPage::first(site, 10))
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(read("s").await, vec![full.clone(), bare]);
-    assert_eq!(read("t").await, vec![other_site]);
+    assert_eq!(first_page(&store, "s").await, vec![full.clone(), bare]);
+    assert_eq!(first_page(&store, "t").await, vec![other_site]);
     // The ids are still the key of exactly-once: a copy sent again is not stored again.
     enqueue(&store, vec![full]).await;
     assert_eq!(drain(&store).await, 0);
-    assert_eq!(read("s").await.len(), 2);
+    assert_eq!(first_page(&store, "s").await.len(), 2);
 }
 
 /// `events` as the second layout made it: keyed by id, with an index on (site, time).
@@ -144,10 +143,7 @@ async fn a_store_of_the_second_layout_opens_with_every_event_and_its_resends_cau
     }
 
     let store = open(&b).await;
-    let page = store
-        .events_page(&EventsPage::first("s", 10))
-        .await
-        .unwrap();
+    let page = first_page(&store, "s").await;
     assert_eq!(page, vec![own_time.clone(), server_timed.clone()]);
     // Sent again, each arrives later; the one the server timed comes with a new time.
     let later = at + chrono::TimeDelta::seconds(3);
@@ -213,11 +209,7 @@ async fn mongo_events_of_the_first_layout_are_rewritten_with_every_value() {
         .unwrap();
 
     let store = open(&b).await;
-    let page = store
-        .events_page(&EventsPage::first("s", 10))
-        .await
-        .unwrap();
-    assert_eq!(page, vec![full.clone(), bare]);
+    assert_eq!(first_page(&store, "s").await, vec![full.clone(), bare]);
     // Nothing of the first layout is left but the document it could not read (the
     // start went on), and the ids still catch a resend.
     let left = db

@@ -1,7 +1,6 @@
 //! Events waiting to be sent, already serialized, cut into request bodies that fit what
 //! `navigator.sendBeacon` and `fetch(…, {keepalive})` accept.
 
-use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -25,7 +24,7 @@ pub struct Body {
 /// The pending events, oldest first, each as compact JSON.
 #[derive(Debug, Default)]
 pub struct Buffer {
-    events: VecDeque<String>,
+    events: Vec<String>,
     dropped: u64,
 }
 
@@ -33,22 +32,21 @@ impl Buffer {
     /// Adds an event, dropping the oldest when full.
     pub fn push(&mut self, event_json: String) {
         if self.events.len() >= MAX_BUFFERED {
-            self.events.pop_front();
+            self.events.remove(0);
             self.dropped += 1;
         }
-        self.events.push_back(event_json);
+        self.events.push(event_json);
     }
 
     /// Puts events that failed to send back in front, in their order, within the bound.
     /// The oldest of them are the ones given up on when there is no room.
-    pub fn requeue(&mut self, events: Vec<String>) {
-        for event in events.into_iter().rev() {
-            if self.events.len() >= MAX_BUFFERED {
-                self.dropped += 1;
-            } else {
-                self.events.push_front(event);
-            }
-        }
+    pub fn requeue(&mut self, mut events: Vec<String>) {
+        let room = MAX_BUFFERED.saturating_sub(self.events.len());
+        let given_up = events.len().saturating_sub(room);
+        self.dropped += given_up as u64;
+        let mut kept = events.split_off(given_up);
+        kept.append(&mut self.events);
+        self.events = kept;
     }
 
     /// The oldest events waiting, as one body of at most [`MAX_BODY_BYTES`] and
@@ -77,7 +75,7 @@ impl Buffer {
             return None;
         }
         json.push_str(tail);
-        let events = (0..taken).filter_map(|_| self.events.pop_front()).collect();
+        let events = self.events.drain(..taken).collect();
         Some(Body { json, events })
     }
 
@@ -171,5 +169,16 @@ mod tests {
         small.requeue(sent);
         let again = small.next_body(false).unwrap().events;
         assert_eq!(again, [event(1, 0), event(2, 0), event(3, 0)]);
+        // With room for one, the newest of the returned events is kept, in front.
+        let mut nearly_full = Buffer::default();
+        for i in 0..MAX_BUFFERED - 1 {
+            nearly_full.push(event(i, 0));
+        }
+        nearly_full.requeue(vec![event(7, 0), event(8, 0), event(9, 0)]);
+        assert_eq!(
+            (nearly_full.len(), nearly_full.dropped()),
+            (MAX_BUFFERED, 2)
+        );
+        assert_eq!(nearly_full.events[0], event(9, 0));
     }
 }

@@ -7,7 +7,6 @@
 //! calls with plain values, and everything here can be tested natively.
 
 use alloc::borrow::ToOwned;
-use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -36,7 +35,7 @@ pub struct Tracker {
     buffer: Buffer,
     /// Bodies being sent, by the id the snippet gave them, with their events to put
     /// back if the send fails.
-    in_flight: VecDeque<(u32, Vec<String>)>,
+    in_flight: Vec<(u32, Vec<String>)>,
     last_path: Option<String>,
     /// `"referrer":…,"utm_source":…` as the snippet read them from the page load,
     /// copied into each event (the server takes a visit's from its first).
@@ -98,7 +97,7 @@ impl Tracker {
             user_id,
             blocked_at_start,
             buffer: Buffer::default(),
-            in_flight: VecDeque::new(),
+            in_flight: Vec::new(),
             last_path: None,
             arrival,
         }
@@ -186,9 +185,9 @@ impl Tracker {
         }
         let body = self.buffer.next_body(self.config.cookieless)?;
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            self.in_flight.pop_front();
+            self.in_flight.remove(0);
         }
-        self.in_flight.push_back((id, body.events));
+        self.in_flight.push((id, body.events));
         Some(body.json)
     }
 
@@ -201,7 +200,7 @@ impl Tracker {
             .in_flight
             .iter()
             .position(|(i, _)| *i == id)
-            .and_then(|at| self.in_flight.remove(at))
+            .map(|at| self.in_flight.remove(at))
         else {
             return false;
         };

@@ -10,7 +10,7 @@
   // Calls made before the tracker loads: the site's own stub queue (`beacon.q`, of
   // [method, [arguments]]), and this snippet's recordings, kept with their time.
   var stubbed = (w.beacon && w.beacon.q) || [], early = [];
-  // The module, and the number of this tag's tracker in it.
+  // The module's exports, and the number of this tag's tracker in it.
   var wasm, tracker = null, dead = false, endpoint, hashRouting, sent = 0, settle;
 
   function warn(message, detail) {
@@ -28,15 +28,36 @@
   // query string is left out: it often carries personal data.
   function path() { var l = w.location; return l.pathname + (hashRouting ? l.hash : ""); }
 
+  // Calls the module's function `name`. Only numbers and strings cross (see
+  // sdk-wasm/src/lib.rs), so this is the whole of the glue, in place of wasm-bindgen's
+  // generated file, which would be most of the SDK's JavaScript: a string goes in as a
+  // pointer and length of memory from the module's allocator, which the module frees;
+  // one comes back as [pointer, length] (pointer 0: none), freed here once read.
+  function invoke(name, args) {
+    var flat = [], memory = function (at, length) { return new Uint8Array(wasm.memory.buffer, at >>> 0, length); };
+    args.forEach(function (a) {
+      if (typeof a != "string") return flat.push(+a);
+      var bytes = new TextEncoder().encode(a), at = wasm.__wbindgen_malloc(bytes.length, 1);
+      memory(at, bytes.length).set(bytes);
+      flat.push(at, bytes.length);
+    });
+    var r = wasm[name].apply(null, flat);
+    if (!Array.isArray(r)) return r;
+    if (!r[0]) return;
+    var text = new TextDecoder().decode(memory(r[0], r[1]));
+    wasm.__wbindgen_free(r[0], r[1], 1);
+    return text;
+  }
+  // Calls `name` on this tag's tracker; a failure disables tracking.
   function call(name, args) {
     if (dead || tracker === null) return;
-    try { return wasm[name].apply(null, [tracker].concat(args || [])); }
+    try { return invoke(name, [tracker].concat(args || [])); }
     catch (e) { dead = true; warn("disabled after an error", e); }
   }
   // Records an event on this page, at this time (kept until the tracker loads); sends
   // if enough waits.
   function record(type, props, keys, navigated) {
-    var args = [type, path(), props, keys, !!navigated, Date.now()];
+    var args = [type, path(), props || "", keys, !!navigated, Date.now()];
     if (tracker === null) { if (early.length < 100) early.push(args); return; }
     add(args);
   }
@@ -76,7 +97,7 @@
     custom("click", props);
   }
   function custom(type, props) {
-    var json = null, keys = 0;
+    var json = "", keys = 0;
     if (props != null) {
       if (typeof props !== "object" || Array.isArray(props)) return warn("track: props must be a plain object; event not sent");
       try { json = JSON.stringify(props); keys = Object.keys(props).length; }
@@ -115,24 +136,34 @@
   }
 
   var base = script.src.replace(/[?#].*$/, "").replace(/[^/]*$/, "");
-  var version = "__BEACON_VERSION__";
-  import(base + "beacon_wasm.js?v=" + version)
+  fetch(base + "beacon.wasm?v=__BEACON_VERSION__")
+    .then(function (r) { return r.arrayBuffer(); })
+    .then(function (bytes) { return WebAssembly.compile(bytes); })
     .then(function (module) {
-      return module.default({ module_or_path: base + "beacon_wasm_bg.wasm?v=" + version }).then(function () {
-        // The visit's facts, then the tag's attributes (a fact wins over an attribute of
-        // its name), as name NUL value NUL pairs; a value holding a NUL is left out.
-        var l = w.location, facts = "", fact = function (name, value) {
-          if (value != null && String(value).indexOf("\0") < 0) facts += name + "\0" + value + "\0";
-        };
-        fact("src", script.src); fact("hostname", l.hostname); fact("protocol", l.protocol);
-        fact("uid", store(USER)); fact("arrival", arrival());
-        fact("dnt", nav.doNotTrack == "1" ? "1" : null); fact("gpc", nav.globalPrivacyControl ? "1" : null);
-        Array.prototype.forEach.call(script.attributes, function (a) { fact(a.name, a.value); });
-        var t = module.start(facts, random(), random(), random(), random());
-        if (t < 0) throw module.problem();
-        wasm = module;
-        tracker = t;
+      // The module imports wasm-bindgen's helpers for what never crosses here (thrown
+      // errors, JavaScript references): each is given a function that does nothing, and
+      // a Rust panic still stops the module, since it traps.
+      var imports = {};
+      WebAssembly.Module.imports(module).forEach(function (i) {
+        (imports[i.module] = imports[i.module] || {})[i.name] = function () {};
       });
+      return WebAssembly.instantiate(module, imports);
+    })
+    .then(function (instance) {
+      wasm = instance.exports;
+      wasm.__wbindgen_start();
+      // The visit's facts, then the tag's attributes (a fact wins over an attribute of
+      // its name), as name NUL value NUL pairs; a value holding a NUL is left out.
+      var l = w.location, facts = "", fact = function (name, value) {
+        if (value != null && String(value).indexOf("\0") < 0) facts += name + "\0" + value + "\0";
+      };
+      fact("src", script.src); fact("hostname", l.hostname); fact("protocol", l.protocol);
+      fact("uid", store(USER)); fact("arrival", arrival());
+      fact("dnt", nav.doNotTrack == "1" ? "1" : null); fact("gpc", nav.globalPrivacyControl ? "1" : null);
+      Array.prototype.forEach.call(script.attributes, function (a) { fact(a.name, a.value); });
+      var t = invoke("start", [facts, random(), random(), random(), random()]);
+      if (t < 0) throw invoke("problem", []);
+      tracker = t;
     })
     .then(function () {
       endpoint = call("endpoint");
@@ -143,7 +174,7 @@
       // and without pagehide (a killed mobile tab) still counts, and shows in realtime.
       record("page_view");
       flush();
-      var history = w.history, navigated = function () { record("page_view", null, 0, true); };
+      var history = w.history, navigated = function () { record("page_view", "", 0, true); };
       ["pushState", "replaceState"].forEach(function (method) {
         var original = history[method];
         if (typeof original !== "function") return;
@@ -159,7 +190,7 @@
       d.addEventListener("auxclick", function (e) { if (e.button === 1) click(e.target); }, true);
       d.addEventListener("visibilitychange", function () { if (d.visibilityState === "hidden") flush(true); });
       w.addEventListener("pagehide", function () { flush(true); });
-      setInterval(flush, call("flush_ms"));
+      setInterval(flush, call("flush_ms") >>> 0);
       early.forEach(add);
       stubbed.forEach(function (c) { try { w.beacon[c[0]].apply(null, c[1] || []); } catch (_) {} });
       settle(!!call("tracking", [optedOut()]));

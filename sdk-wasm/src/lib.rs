@@ -12,10 +12,11 @@
 //! the location and `localStorage`, the clock and randomness, `fetch` and `sendBeacon`)
 //! and calls in here, inside `try/catch`; this module keeps the state and the rules,
 //! shared with the server through `beacon-protocol`. The whole SDK is downloaded by
-//! every visitor, and every kind of value that crosses the boundary costs glue on both
+//! every visitor, and every kind of value that crosses the boundary costs code on both
 //! sides, so only numbers, booleans and strings cross it: no JavaScript objects or
-//! callbacks (they would bring wasm-bindgen's table of references), no classes (their
-//! finalizers), no thrown errors. Each snippet tag on a page gets a tracker of its own,
+//! callbacks, no classes, no thrown errors, no `Option` of a string given in. That
+//! keeps the JavaScript side a few lines of the snippet (its `invoke`), which take the
+//! place of the glue wasm-bindgen generates. Each snippet tag on a page gets a tracker of its own,
 //! named by a small number, and a call that fails answers `-1` and leaves its reason
 //! for [`problem`].
 //!
@@ -136,7 +137,7 @@ pub fn problem() -> String {
 }
 
 /// Records an event at `path` on tracker `t`: a page view, a click or a custom event,
-/// with its properties as a JSON object of `keys` keys, at `now_ms` (epoch
+/// with its properties as a JSON object of `keys` keys (empty: none), at `now_ms` (epoch
 /// milliseconds). `navigated` marks a page view after a history change, recorded only
 /// if the path changed. `opted_out` is read by the snippet at each call, so that
 /// opting out in one tab stops the others; `r0`…`r2` are random. Answers `1` when
@@ -148,7 +149,7 @@ pub fn record(
     t: u32,
     event_type: &str,
     path: &str,
-    props: Option<String>,
+    props: &str,
     keys: u32,
     navigated: bool,
     now_ms: f64,
@@ -164,7 +165,7 @@ pub fn record(
     let record = Record {
         event_type,
         path,
-        props: props.as_deref().map(|p| (p, keys)),
+        props: (!props.is_empty()).then_some((props, keys)),
         now_ms,
         random,
         navigated,
@@ -284,7 +285,7 @@ mod tests {
                 first,
                 "page_view",
                 "/a",
-                None,
+                "",
                 0,
                 false,
                 1.7e12,
@@ -318,17 +319,14 @@ mod tests {
         assert_eq!(start(&shop(&[]), 0, 0, 0, 0), -1);
         assert!(problem().contains("data-site-id"));
         let t = start(&shop(&[("data-site-id", "shop")]), 0, 0, 0, 0) as u32;
-        assert_eq!(
-            record(t, "", "/", None, 0, false, 1.7e12, false, 0, 0, 0),
-            -1
-        );
+        assert_eq!(record(t, "", "/", "", 0, false, 1.7e12, false, 0, 0, 0), -1);
         assert_eq!(problem(), "event_type");
         assert_eq!(
             record(
                 u32::MAX,
                 "page_view",
                 "/",
-                None,
+                "",
                 0,
                 false,
                 0.0,

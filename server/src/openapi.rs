@@ -95,7 +95,7 @@ pub async fn docs() -> Html<&'static str> {
 #[expect(dead_code, reason = "described here, served by beacon-telemetry")]
 fn metrics() {}
 
-/// The browser SDK's files (`beacon.js`, its glue and module), for the one-line snippet.
+/// The browser SDK's files (`beacon.js` and the module it loads), for the one-line snippet.
 #[utoipa::path(get, path = "/sdk/{file}", tag = "ingest",
     params(("file" = String, Path, description = "beacon.js, or a file it loads")),
     responses(

@@ -1,6 +1,6 @@
 //! `/sdk/`: the browser SDK's files (`scripts/build-wasm` output), for the one-line
-//! snippet. Any origin may load them: the snippet imports its wasm glue as a module,
-//! which browsers fetch with CORS.
+//! snippet. Any origin may load them: the snippet fetches its wasm module, which
+//! browsers do with CORS.
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ use crate::error::ApiError;
 
 /// The snippet's own URL never changes, so browsers re-check it every few minutes.
 const SNIPPET_CACHE: &str = "public, max-age=300";
-/// The snippet asks for the glue and module with `?v=<content hash>`: such a URL
+/// The snippet asks for the module with `?v=<content hash>`: such a URL
 /// always means the same bytes.
 const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
 

@@ -42,7 +42,9 @@ fn check_text(
     max: usize,
     required: bool,
 ) -> Result<(), ValidationError> {
-    if required && value.trim().is_empty() {
+    // Blank means ASCII whitespace only, as in HTML: Unicode's table of spaces would
+    // weigh more in the browser SDK's module than the rule is worth.
+    if required && value.trim_ascii().is_empty() {
         return Err(ValidationError::Empty(field));
     }
     if value.len() > max {
@@ -52,10 +54,21 @@ fn check_text(
             max,
         });
     }
-    if value.chars().any(char::is_control) {
+    if has_control_characters(value) {
         return Err(ValidationError::ControlCharacters(field));
     }
     Ok(())
+}
+
+/// Whether `value` holds a control character (Unicode's `Cc`, as `char::is_control`),
+/// read from its UTF-8 bytes without decoding: U+0000–U+001F and U+007F are single
+/// bytes, U+0080–U+009F are `C2 80` to `C2 9F`. Decoding would bring UTF-8's decoder
+/// into the browser SDK's module.
+fn has_control_characters(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.iter().enumerate().any(|(at, &b)| {
+        b < 0x20 || b == 0x7f || (b == 0xc2 && matches!(bytes.get(at + 1), Some(0x80..=0x9f)))
+    })
 }
 
 /// The text fields' rules, for clients that build events without `Event` (the browser
@@ -107,4 +120,29 @@ pub fn validate_props_size(entries: usize, bytes: usize) -> Result<(), Validatio
         return Err(ValidationError::PropsTooLarge);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::format;
+
+    use super::*;
+
+    #[test]
+    fn control_characters_are_unicodes_cc_read_from_bytes() {
+        let chars = (0..0x3000).filter_map(char::from_u32);
+        for c in chars.chain(['\u{fffd}', '\u{10ffff}', '🚀']) {
+            let text = format!("a{c}\u{a0}");
+            assert_eq!(has_control_characters(&text), c.is_control(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_blank_required_field_is_empty() {
+        assert_eq!(
+            validate_fields(" \t ", "e", None, None),
+            Err(ValidationError::Empty("site_id"))
+        );
+        assert_eq!(validate_fields(" s ", "e", Some(""), Some("")), Ok(()));
+    }
 }

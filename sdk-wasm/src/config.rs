@@ -37,21 +37,21 @@ impl Config {
         script_src: &str,
     ) -> Result<Self, &'static str> {
         let site_id = attr("data-site-id")
-            .map(|s| s.trim().to_owned())
+            .map(|s| s.trim_ascii().to_owned())
             .filter(|s| !s.is_empty())
             .ok_or("the script tag needs data-site-id=\"…\"")?;
-        let api = match attr("data-api").filter(|s| !s.trim().is_empty()) {
-            Some(api) => api.trim().trim_end_matches('/').to_owned(),
+        let api = match attr("data-api").filter(|s| !s.trim_ascii().is_empty()) {
+            Some(api) => without_trailing_slashes(api.trim_ascii()).to_owned(),
             None => origin_of(script_src)
                 .ok_or("cannot tell the server's address: set data-api=\"https://…\"")?
                 .to_owned(),
         };
         let flag = |name: &str| {
-            attr(name).is_some_and(|v| !matches!(v.trim(), "false" | "0" | "no" | "off"))
+            attr(name).is_some_and(|v| !matches!(v.trim_ascii(), "false" | "0" | "no" | "off"))
         };
         let flush_interval_ms = match attr("data-flush-ms") {
             Some(ms) => ms
-                .trim()
+                .trim_ascii()
                 .parse::<u32>()
                 .ok()
                 .filter(|ms| *ms >= 100)
@@ -70,12 +70,23 @@ impl Config {
     }
 }
 
+/// `url` without the slashes it ends with.
+fn without_trailing_slashes(mut url: &str) -> &str {
+    while let Some(shorter) = url.strip_suffix("/") {
+        url = shorter;
+    }
+    url
+}
+
 /// `scheme://host[:port]` of an absolute http(s) URL.
 fn origin_of(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))?;
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host_end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     let scheme_len = url.len() - rest.len();
     url.get(..scheme_len + host_end).filter(|_| host_end > 0)
 }

@@ -46,7 +46,11 @@ pub fn blocked(config: &Config, visit: &Visit) -> Option<Blocked> {
 }
 
 fn is_local(visit: &Visit) -> bool {
-    let host = visit.hostname.trim_matches(['[', ']']);
+    let host = visit.hostname.as_str();
+    let host = host
+        .strip_prefix("[")
+        .and_then(|h| h.strip_suffix("]"))
+        .unwrap_or(host);
     visit.protocol == "file:"
         || host == "localhost"
         || host.ends_with(".localhost")

@@ -7,7 +7,7 @@
 
 use alloc::string::String;
 
-use crate::json::HEX;
+use crate::json::push_digit;
 
 /// A UUIDv7, hyphenated: time-ordered, so the server's queue and indexes stay
 /// append-mostly, and unique, so that a resent event is stored once.
@@ -43,8 +43,8 @@ fn with_version(mut bytes: [u8; 16], version: u8) -> [u8; 16] {
 }
 
 fn push_hex(text: &mut String, byte: u8) {
-    text.push(char::from(HEX[usize::from(byte >> 4)]));
-    text.push(char::from(HEX[usize::from(byte & 15)]));
+    push_digit(text, byte >> 4);
+    push_digit(text, byte & 15);
 }
 
 #[cfg(test)]

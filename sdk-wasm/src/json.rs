@@ -5,24 +5,36 @@
 
 use alloc::string::String;
 
-/// Lower-case hex digits, for escapes here and for ids.
-pub const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The digits of hex and decimal numbers.
+const DIGITS: &str = "0123456789abcdef";
 
-/// Appends `value` as a JSON string, quoted and escaped.
+/// Appends the digit worth `d` (below 16), as a `&str` (see the crate's notes on size).
+pub fn push_digit(out: &mut String, d: u8) {
+    let d = usize::from(d);
+    out.push_str(DIGITS.get(d..=d).unwrap_or_default());
+}
+
+/// Appends `value` as a JSON string, quoted and escaped. Only ASCII is escaped, so the
+/// text is walked as bytes and copied in runs between escapes.
 pub fn push_string(out: &mut String, value: &str) {
     out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                out.push_str("\\u00");
-                out.push(char::from(HEX[(c as usize) >> 4]));
-                out.push(char::from(HEX[(c as usize) & 15]));
-            }
-            c => out.push(c),
+    let mut from = 0;
+    for (at, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0..0x20 => "\\u00",
+            _ => continue,
+        };
+        out.push_str(value.get(from..at).unwrap_or_default());
+        out.push_str(escape);
+        if byte < 0x20 {
+            push_digit(out, byte >> 4);
+            push_digit(out, byte & 15);
         }
+        from = at + 1;
     }
+    out.push_str(value.get(from..).unwrap_or_default());
     out.push('"');
 }
 
@@ -32,14 +44,14 @@ pub fn push_u64(out: &mut String, mut value: u64) {
     let mut at = digits.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
+        digits[at] = (value % 10) as u8;
         value /= 10;
         if value == 0 {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
+    for &d in digits.get(at..).unwrap_or_default() {
+        push_digit(out, d);
     }
 }
 

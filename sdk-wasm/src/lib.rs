@@ -20,6 +20,11 @@
 //! named by a small number, and a call that fails answers `-1` and leaves its reason
 //! for [`problem`].
 //!
+//! The module's size is most of the SDK's, so text is read as bytes, and patterns and
+//! computed characters are `&str`, never `char` (a `char` pattern, or a pushed `char`
+//! that is not a literal, brings UTF-8 encoding into the module); `split`, `trim` and
+//! `VecDeque` are left out too.
+//!
 //! In the browser the module is built without the standard library, whose panic and
 //! formatting code would otherwise be linked in by any bounds check: a panic stops the
 //! module (the snippet then stops tracking, never the page). The tests run natively,
@@ -93,16 +98,20 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 /// are random.
 #[wasm_bindgen]
 pub fn start(facts: &str, r0: u32, r1: u32, r2: u32, r3: u32) -> i32 {
-    let mut pairs = Vec::new();
-    let mut parts = facts.split('\0');
-    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-        pairs.push((name, value));
+    // Cut at each NUL by hand: `split` would bring a generic searcher into the module.
+    let mut fields = Vec::new();
+    let mut from = 0;
+    for (at, byte) in facts.bytes().enumerate() {
+        if byte == 0 {
+            fields.push(facts.get(from..at).unwrap_or_default());
+            from = at + 1;
+        }
     }
     let ask = |name: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| (*v).to_owned())
+        fields
+            .chunks_exact(2)
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].to_owned())
     };
     let config = match Config::from_attributes(ask, &ask("src").unwrap_or_default()) {
         Ok(config) => config,

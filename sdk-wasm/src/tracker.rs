@@ -88,8 +88,8 @@ impl Tracker {
             )
         };
         let arrival = arrival
-            .strip_prefix('{')
-            .and_then(|a| a.strip_suffix('}'))
+            .strip_prefix("{")
+            .and_then(|a| a.strip_suffix("}"))
             .unwrap_or_default()
             .to_owned();
         Self {

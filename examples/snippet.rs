@@ -1,7 +1,7 @@
 //! How soon the snippet sends a page's first page view, in headless Chromium: from
 //! `DOMContentLoaded` to the start of the `POST /events` that carries it (the browser's
-//! own resource timing). Each run is a new browser, so nothing is cached: the snippet,
-//! its glue and the wasm module are all fetched and compiled.
+//! own resource timing). Each run is a new browser, so nothing is cached: the snippet
+//! and the wasm module are both fetched, and the module compiled.
 //!
 //! ```text
 //! scripts/build-wasm && cargo run --release   # a server serving the SDK, on port 1000

@@ -154,7 +154,7 @@ find_wasm_opt() {
 }
 
 # find_terser: sets TERSER to terser (npm, into .tools/, git-ignored), the JavaScript
-# minifier that shrinks the snippet and the wasm-bindgen glue every visitor downloads.
+# minifier that shrinks the snippet every visitor downloads.
 # Leaves it empty, having said why, if npm is unavailable.
 find_terser() {
   TERSER=.tools/terser/node_modules/.bin/terser

@@ -15,8 +15,8 @@
 //! every visitor, and every kind of value that crosses the boundary costs code on both
 //! sides, so only numbers, booleans and strings cross it: no JavaScript objects or
 //! callbacks, no classes, no thrown errors, no `Option` of a string given in. That
-//! keeps the JavaScript side a few lines of the snippet (its `invoke`), which take the
-//! place of the glue wasm-bindgen generates. Each snippet tag on a page gets a tracker of its own,
+//! keeps the JavaScript side a few lines of the snippet (its `invoke`), in place of the
+//! glue wasm-bindgen generates. Each snippet tag on a page gets a tracker of its own,
 //! named by a small number, and a call that fails answers `-1` and leaves its reason
 //! for [`problem`].
 //!
@@ -153,7 +153,7 @@ pub fn problem() -> String {
 /// enough is waiting to send now, `0` when not, and `-1` (see [`problem`]) when the
 /// event is refused.
 #[wasm_bindgen]
-#[allow(clippy::too_many_arguments)] // plain values, so that the glue stays small
+#[allow(clippy::too_many_arguments)] // plain values, the only kind that crosses
 pub fn record(
     t: u32,
     event_type: &str,

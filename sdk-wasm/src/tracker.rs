@@ -3,7 +3,7 @@
 //!
 //! It is plain Rust with no browser calls: the snippet reads the page (path, storage,
 //! clock, randomness) and does the sending, and hands the results in as arguments. Each
-//! call across the wasm boundary costs glue in both languages, so the boundary is a few
+//! call across the wasm boundary costs code in both languages, so the boundary is a few
 //! calls with plain values, and everything here can be tested natively.
 
 use alloc::borrow::ToOwned;

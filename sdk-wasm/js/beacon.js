@@ -57,7 +57,7 @@
   // Records an event on this page, at this time (kept until the tracker loads); sends
   // if enough waits.
   function record(type, props, keys, navigated) {
-    var args = [type, path(), props || "", keys, !!navigated, Date.now()];
+    var args = [type, path(), props || "", keys, !!navigated, Date.now()]; // "": no props
     if (tracker === null) { if (early.length < 100) early.push(args); return; }
     add(args);
   }
@@ -97,7 +97,7 @@
     custom("click", props);
   }
   function custom(type, props) {
-    var json = "", keys = 0;
+    var json = null, keys = 0;
     if (props != null) {
       if (typeof props !== "object" || Array.isArray(props)) return warn("track: props must be a plain object; event not sent");
       try { json = JSON.stringify(props); keys = Object.keys(props).length; }
@@ -174,7 +174,7 @@
       // and without pagehide (a killed mobile tab) still counts, and shows in realtime.
       record("page_view");
       flush();
-      var history = w.history, navigated = function () { record("page_view", "", 0, true); };
+      var history = w.history, navigated = function () { record("page_view", null, 0, true); };
       ["pushState", "replaceState"].forEach(function (method) {
         var original = history[method];
         if (typeof original !== "function") return;

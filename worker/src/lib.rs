@@ -2,8 +2,8 @@
 //! doubles an event, however often it is killed or however many run at once.
 //!
 //! - [`run`] is the loop; the `beacon-worker` binary and the single-process server both
-//!   call it, with settings from `beacon-config`.
-//! - [`process_batch`] is one claim-and-move, the unit the loop repeats.
+//!   call it, with settings from `beacon-config`. Each pass claims a batch and moves it;
+//!   with a backlog, it claims the next batch while moving one.
 //! - [`housekeeping`] runs beside it: retention, erasures, old salts.
 //!
 //! The safety comes from the store: claims with leases hand each batch to one worker, and
@@ -15,39 +15,29 @@ use std::future::Future;
 use std::time::Duration;
 
 use beacon_config::WorkerConfig;
-use beacon_store::{Store, StoreError};
+use beacon_store::{ClaimedBatch, Store, StoreError};
 
 /// Longest pause between retries while the store is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What one poll did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct BatchReport {
-    /// Events claimed.
-    pub claimed: usize,
-    /// Events newly stored.
-    pub inserted: usize,
-    /// Events that were already stored (a retry or a crashed worker's batch).
-    pub duplicates: usize,
-    /// Events the database refused for good, now in `dead_letters`.
-    pub dead_lettered: usize,
-    /// Whether ready events were left behind, so the next claim should come at once.
-    pub more_waiting: bool,
-}
-
-/// Claims up to `batch_size` events and moves them. Failures are counted in
-/// `beacon_store_errors_total` (and a failed move in `beacon_worker_batches_total`).
-pub async fn process_batch(store: &Store, batch_size: usize) -> Result<BatchReport, StoreError> {
-    let batch = store
+/// Claims up to `batch_size` events. A failure is counted in `beacon_store_errors_total`.
+async fn claim(store: &Store, batch_size: usize) -> Result<ClaimedBatch, StoreError> {
+    store
         .claim(batch_size)
         .await
-        .inspect_err(|e| beacon_telemetry::store_error(e.kind()))?;
+        .inspect_err(|e| beacon_telemetry::store_error(e.kind()))
+}
+
+/// Moves a claimed batch, and answers whether ready events were left behind it (so the
+/// next claim should come at once). A failure is counted in `beacon_store_errors_total`
+/// and `beacon_worker_batches_total`.
+async fn move_claimed(store: &Store, batch: &ClaimedBatch) -> Result<bool, StoreError> {
     if batch.is_empty() {
-        return Ok(BatchReport::default());
+        return Ok(false);
     }
     tracing::info!(events = batch.len(), "Processing batch...");
     let started = std::time::Instant::now();
-    let outcome = store.move_batch(&batch).await.inspect_err(|e| {
+    let outcome = store.move_batch(batch).await.inspect_err(|e| {
         beacon_telemetry::batch_failed();
         beacon_telemetry::store_error(e.kind());
     })?;
@@ -63,16 +53,28 @@ pub async fn process_batch(store: &Store, batch_size: usize) -> Result<BatchRepo
         dead_lettered = outcome.dead_lettered,
         "batch moved"
     );
-    Ok(BatchReport {
-        claimed: batch.len(),
-        inserted: outcome.inserted,
-        duplicates: outcome.duplicates,
-        dead_lettered: outcome.dead_lettered,
-        more_waiting: batch.more_waiting(),
-    })
+    Ok(batch.more_waiting())
 }
 
-/// Runs the worker until `shutdown` resolves. A batch in flight is finished first.
+/// Moves `batch`; when more events wait behind it, claims the next batch meanwhile and
+/// answers it too. The claim reads the queue while the move writes the events store,
+/// so with a backlog the two overlap instead of taking turns. Moves still happen one
+/// at a time and in the order of their claims.
+async fn move_and_claim_next(
+    store: &Store,
+    batch: ClaimedBatch,
+    batch_size: usize,
+) -> (Result<bool, StoreError>, Option<ClaimedBatch>) {
+    if !batch.more_waiting() {
+        return (move_claimed(store, &batch).await, None);
+    }
+    let (moved, next) = tokio::join!(move_claimed(store, &batch), claim(store, batch_size));
+    // A failed claim is counted, and the next poll claims again.
+    (moved, next.ok().filter(|next| !next.is_empty()))
+}
+
+/// Runs the worker until `shutdown` resolves. A batch in flight is finished first, and
+/// so is one claimed ahead of it.
 ///
 /// Store outages are logged and retried with backoff; the loop only ends on shutdown.
 pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Output = ()>) {
@@ -91,14 +93,27 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
     let mut backoff = config.poll_interval;
     // Beside the loop, not in it, so that a long retention round never delays moves.
     let sweeper = tokio::spawn(housekeeping::every_minute(store.clone(), config.retention));
+    let mut claimed_ahead = None;
     loop {
         let polled = tokio::time::Instant::now();
-        let next_poll = match process_batch(&store, config.batch_size).await {
+        let batch = match claimed_ahead.take() {
+            Some(batch) => Ok(batch),
+            None => claim(&store, config.batch_size).await,
+        };
+        let moved = match batch {
+            Ok(batch) => {
+                let (moved, next) = move_and_claim_next(&store, batch, config.batch_size).await;
+                claimed_ahead = next;
+                moved
+            }
+            Err(e) => Err(e),
+        };
+        let next_poll = match moved {
             // Ready events were left behind: go again at once.
-            Ok(report) if report.more_waiting => polled,
+            Ok(true) => polled,
             // Polls start POLL_MS apart, however long the move took, so that an event
             // waits at most that long to be picked up.
-            Ok(_) => {
+            Ok(false) => {
                 backoff = config.poll_interval;
                 polled + config.poll_interval
             }
@@ -113,6 +128,11 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
             () = tokio::time::sleep_until(next_poll) => {}
             () = &mut shutdown => break,
         }
+    }
+    if let Some(batch) = claimed_ahead
+        && let Err(e) = move_claimed(&store, &batch).await
+    {
+        tracing::warn!(error = %e, "the batch claimed ahead was not moved: its lease will hand it on");
     }
     sweeper.abort();
     tracing::info!("worker stopped");

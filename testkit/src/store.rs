@@ -66,6 +66,19 @@ pub async fn drain(store: &Store) -> usize {
     }
 }
 
+/// Waits until workers running elsewhere have emptied the queue; panics, naming `what`,
+/// if they have not within `within`.
+pub async fn wait_until_drained(store: &Store, within: std::time::Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    while store.queue_depth().await.expect("queue depth") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: the queue was not drained within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Moves `batch`; answers how many events were newly stored. As the worker does, a
 /// failed move is tried again: a move is idempotent, and the test database drops
 /// connections when the machine is loaded.

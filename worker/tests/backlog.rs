@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use beacon_config::{Observe, WorkerConfig};
 use beacon_testkit::TestBackend;
-use beacon_testkit::store::{enqueue, open, page_view, stored_ids};
+use beacon_testkit::store::{enqueue, open, page_view, stored_ids, wait_until_drained};
 use chrono::Utc;
 
 const EVENTS: u64 = 2000;
@@ -54,15 +54,7 @@ async fn a_worker_stopped_amid_a_backlog_leaves_no_batch_claimed() {
             store.clone(),
             std::future::pending(),
         ));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while store.queue_depth().await.unwrap() > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: a batch stayed claimed",
-                b.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_drained(&store, Duration::from_secs(30), b.name).await;
         next.abort();
         assert_eq!(
             stored_ids(&store, "s").await.len() as u64,

@@ -88,15 +88,8 @@ async fn killed_and_concurrent_workers_store_every_accepted_event_exactly_once()
         }
         let accepted = producer.await.unwrap();
         let mut finishers = [spawn_worker(&backend), spawn_worker(&backend)];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while store.queue_depth().await.unwrap() > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: queue never drained",
-                backend.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        beacon_testkit::store::wait_until_drained(&store, Duration::from_secs(60), backend.name)
+            .await;
         for w in &mut finishers {
             w.start_kill().unwrap();
             w.wait().await.unwrap();

@@ -29,6 +29,10 @@ pub struct Config {
 /// a page killed without `pagehide` loses little.
 pub const DEFAULT_FLUSH_MS: u32 = 5_000;
 
+/// The longest interval `setInterval` takes: browsers run a longer one at once, and
+/// then again and again.
+const MAX_FLUSH_MS: u32 = i32::MAX as u32;
+
 impl Config {
     /// Reads the settings through `attr` (a `data-*` attribute by its full name).
     /// `script_src` is the script's absolute URL: its origin is the default API.
@@ -54,8 +58,8 @@ impl Config {
                 .trim_ascii()
                 .parse::<u32>()
                 .ok()
-                .filter(|ms| *ms >= 100)
-                .ok_or("data-flush-ms must be a whole number of milliseconds, at least 100")?,
+                .filter(|ms| (100..=MAX_FLUSH_MS).contains(ms))
+                .ok_or("data-flush-ms must be a whole number of milliseconds, 100 to 2147483647")?,
             None => DEFAULT_FLUSH_MS,
         };
         Ok(Self {
@@ -150,6 +154,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("data-flush-ms"));
+        let too_long = attrs(&[("data-site-id", "s"), ("data-flush-ms", "2147483648")]);
+        assert!(Config::from_attributes(too_long, src).is_err());
         assert!(Config::from_attributes(attrs(&[("data-site-id", "s")]), "file:///x.js").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The snippet's own behaviour in headless Chromium, against the real server: a tag
 //! without a site id, a developer's localhost, opting out and back in, cookieless mode,
-//! an event refused in the browser, and a send that fails (a peer answering `503` once) and is retried without counting
-//! twice. `e2e.rs` covers a whole visit; this file the edges.
+//! an event refused in the browser, a send that fails (a peer answering `503` once) and
+//! is retried without counting twice, and a page's Content Security Policy. `e2e.rs`
+//! covers a whole visit; this file the edges.
 //!
 //! Needs `scripts/build-wasm` to have run and `chromedriver`, like `e2e.rs`.
 #![cfg(not(target_arch = "wasm32"))]
@@ -36,29 +37,31 @@ struct Site {
     flaky_seen: Arc<AtomicUsize>,
 }
 
-/// A page with the snippet, its tag carrying `attrs` (`{beacon}` and `{site}` in them
-/// are replaced), and a record of errors thrown into the page. With `early`, the page
-/// tracks an event called `early` as soon as the snippet has run, before its tracker
-/// has loaded.
-async fn page(State(site): State<Site>, Query(q): Query<Vec<(String, String)>>) -> Html<String> {
-    let attrs = q
-        .iter()
-        .find(|(k, _)| k == "attrs")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+/// A page with the snippet, its tag carrying `attrs`, and a record of errors thrown
+/// into the page. With `early`, the page tracks an event called `early` as soon as the
+/// snippet has run, before its tracker has loaded; with `csp`, it is served with that
+/// Content Security Policy.
+async fn page(
+    State(site): State<Site>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let param = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let attrs = param("attrs").unwrap_or_default();
+    let csp = param("csp").map(|csp| [(header::CONTENT_SECURITY_POLICY, csp)]);
     let early = match q.iter().any(|(k, _)| k == "early") {
         true => {
             "<script>addEventListener('DOMContentLoaded', function () { beacon.track('early'); });</script>"
         }
         false => "",
     };
-    Html(format!(
+    let html = Html(format!(
         "<!doctype html><html><head><script>window.errors = [];\
          addEventListener('error', function (e) {{ errors.push(String(e.message)); }});</script>\
          <script defer src=\"{}/sdk/beacon.js\" {attrs}></script>{early}</head>\
          <body><p>test page</p></body></html>",
         site.beacon
-    ))
+    ));
+    (csp, html)
 }
 
 /// Answers `503` to the first request, then passes requests on to the real server.
@@ -94,7 +97,13 @@ async fn start_site(site: Site) -> SocketAddr {
 
 /// Opens the page with `attrs` and waits for the snippet: true if the visit is tracked.
 async fn open(browser: &Client, site: &str, attrs: &str) -> bool {
-    let url = reqwest::Url::parse_with_params(&format!("{site}/page"), [("attrs", attrs)]).unwrap();
+    open_with(browser, site, &[("attrs", attrs)]).await
+}
+
+/// Opens the page with the query `params`, and waits for the snippet: true if the visit
+/// is tracked. Nothing may be thrown into the page.
+async fn open_with(browser: &Client, site: &str, params: &[(&str, &str)]) -> bool {
+    let url = reqwest::Url::parse_with_params(&format!("{site}/page"), params).unwrap();
     browser.goto(url.as_str()).await.unwrap();
     let tracked = snippet_ready(browser).await;
     let errors = browser
@@ -228,6 +237,15 @@ async fn the_snippet_respects_visitors_and_retries_what_fails() {
         "the page view and 'early'"
     );
 
+    // A Content Security Policy without 'wasm-unsafe-eval' stops the snippet, and the
+    // page goes on; with what the README lists, it tracks.
+    let attrs = format!("data-site-id=\"csp\" {local}");
+    for (wasm, tracked) in [("", false), (" 'wasm-unsafe-eval'", true)] {
+        let csp = format!("script-src 'unsafe-inline'{wasm} {beacon}; connect-src {beacon}");
+        let params = [("attrs", attrs.as_str()), ("csp", csp.as_str())];
+        assert_eq!(open_with(&browser, &site, &params).await, tracked, "{csp}");
+    }
+
     browser.goto("about:blank").await.unwrap();
     assert_eq!(
         settled_total(&beacon, "out", 2).await,
@@ -235,6 +253,11 @@ async fn the_snippet_respects_visitors_and_retries_what_fails() {
         "the page views before opting out and after opting in, not 'before' or 'after'"
     );
     assert_eq!(settled_total(&beacon, "nocookie", 2).await, 2);
+    assert_eq!(
+        settled_total(&beacon, "csp", 1).await,
+        1,
+        "the allowed page's view"
+    );
     assert_eq!(total(&beacon, "dev").await, 0);
     let _ = browser.close().await;
 }

@@ -74,7 +74,8 @@ impl Config {
     }
 }
 
-/// `url` without the slashes it ends with.
+/// `url` without the slashes it ends with. A loop of `strip_suffix`, because
+/// `trim_end_matches` brings a string searcher that made the SDK 3.7 KB larger gzipped.
 fn without_trailing_slashes(mut url: &str) -> &str {
     while let Some(shorter) = url.strip_suffix("/") {
         url = shorter;

@@ -6,9 +6,10 @@
 //! [`MAX_GROUP_EVENTS`] events, writes them with one call to the sink, and only then
 //! answers each request. A lone request is written at once; under load the groups grow
 //! by themselves, which turns thousands of small writes per second into a few large
-//! ones. When the last group held several requests, the thread first waits the sink's
-//! [`Sink::GATHER`] for more (the embedded store's fsync is cheap next to a round trip,
-//! so there a short wait makes much larger groups; BENCHMARKS.md has the figures).
+//! ones: what arrives while one group is written makes the next, so the slower the
+//! disk or the database, the larger the groups. The thread never waits for more
+//! requests than are there: a wait of 100 µs made larger groups, but fewer requests
+//! per second (BENCHMARKS.md, section 13).
 //!
 //! Every request carries a deadline. The thread never starts writing a request whose
 //! deadline has passed, or whose caller has stopped waiting: that request is answered
@@ -16,13 +17,12 @@
 //! `503`) can be sure its events will not appear later.
 //!
 //! A dedicated thread rather than a task: under load it finds the next group already
-//! waiting and never parks, and it can sleep for less than the async timer's
-//! millisecond. MongoDB's sink runs its async write on the thread with the runtime's
+//! waiting and never parks. MongoDB's sink runs its async write on the thread with the runtime's
 //! `block_on`. Between groups the thread also runs other jobs on the sink (the embedded
 //! store deletes moved rows with its one queue connection).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,9 +35,6 @@ const CHANNEL_JOBS: usize = 4096;
 
 /// The write side of a queue.
 pub(crate) trait Sink: Send + 'static {
-    /// How long a group waits for more requests while several arrive at once.
-    const GATHER: Duration;
-
     /// Writes `events` durably, and answers which of them the database refused for
     /// good (by index in `events`). On an error nothing is stored: what may have been
     /// written is never moved.
@@ -133,7 +130,6 @@ fn stopped() -> StoreError {
 
 fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
     let mut next = None;
-    let mut concurrent = false;
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -147,11 +143,6 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
             Job::Enqueue(first) => {
                 let mut count = first.events.len();
                 let mut group = vec![first];
-                if concurrent && !S::GATHER.is_zero() {
-                    // Asleep rather than waiting on the channel: senders then need not
-                    // wake the thread once per request.
-                    std::thread::sleep(S::GATHER);
-                }
                 while count < MAX_GROUP_EVENTS {
                     match inbox.try_recv().ok() {
                         Some(Job::Enqueue(request)) => {
@@ -165,7 +156,6 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
                         None => break,
                     }
                 }
-                concurrent = group.len() > 1;
                 guarded(|| commit(&mut sink, group));
             }
         }

@@ -7,7 +7,7 @@
 //! is idempotent. Claiming is then a read, and costs the writers nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -34,9 +34,6 @@ pub(crate) struct EmbeddedClaim {
 }
 
 impl Sink for SqliteFile {
-    /// With dedicated writer threads, 100 µs did best on 2 cores (BENCHMARKS.md).
-    const GATHER: Duration = Duration::from_micros(100);
-
     /// One transaction, one fsync: all or nothing.
     fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let tx = self.conn.transaction()?;

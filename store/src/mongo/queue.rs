@@ -94,9 +94,6 @@ impl QueueSink {
 }
 
 impl Sink for QueueSink {
-    /// None: a group already waits for two round trips, during which the next gathers.
-    const GATHER: Duration = Duration::ZERO;
-
     fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let docs = events.iter().map(|e| to_queue_doc(e)).collect();
         let timeout = self.write_timeout;

@@ -51,6 +51,31 @@ async fn enqueue_claim_move_round_trip_with_props() {
     }
 }
 
+/// A group of enqueues larger than one write of rows (the embedded store inserts 32 rows
+/// to a statement, and the rest one by one) comes back whole: every field of every
+/// event, in the order sent.
+#[tokio::test]
+async fn a_large_group_comes_back_field_for_field_in_order() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let events: Vec<QueuedEvent> = (0..70)
+            .map(|i| {
+                let user = format!("u{i}");
+                let mut e = event("s1", &format!("/p/{i}"), Some(&user), Utc::now());
+                e.props =
+                    (i % 3 == 0).then(|| serde_json::json!({"i": i}).as_object().unwrap().clone());
+                e.context.referrer = Some(format!("example.com/{i}"));
+                e.context.country = (i % 2 == 0).then(|| "FR".to_owned());
+                e.continues = (i % 5 == 0).then(|| format!("yesterday-{i}"));
+                e
+            })
+            .collect();
+        enqueue(&store, events.clone()).await;
+        let batch = store.claim(1000).await.unwrap();
+        assert_eq!(&batch.events[..], &events[..], "{}", b.name);
+    }
+}
+
 /// Props come back exactly as sent, on every backend, even where they look like
 /// MongoDB's Extended JSON or its field-name syntax.
 #[tokio::test]

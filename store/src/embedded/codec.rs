@@ -21,26 +21,22 @@ pub(super) const CONTEXT_FIELDS: &str = "hostname TEXT, referrer TEXT, source TE
      utm_term TEXT, browser TEXT, browser_version TEXT, os TEXT, os_version TEXT, \
      device TEXT, country TEXT";
 
-/// `?1, ?2, …` for every column of [`EVENT_COLUMNS`].
-pub(super) fn event_placeholders() -> String {
-    (1..=EVENT_COLUMN_COUNT)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Binds `e` to the parameters `?1…` of an insert of [`EVENT_COLUMNS`].
-pub(super) fn bind_event(statement: &mut Statement<'_>, e: &QueuedEvent) -> Result<()> {
-    statement.raw_bind_parameter(1, e.event_id.to_string())?;
-    statement.raw_bind_parameter(2, &e.site_id)?;
-    statement.raw_bind_parameter(3, &e.event_type)?;
-    statement.raw_bind_parameter(4, &e.path)?;
-    statement.raw_bind_parameter(5, &e.user_id)?;
-    statement.raw_bind_parameter(6, millis(e.timestamp))?;
-    statement.raw_bind_parameter(7, millis(e.ingested_at))?;
-    statement.raw_bind_parameter(8, props_json(e)?)?;
+/// Binds `e` to the parameters `?first…` of an insert of [`EVENT_COLUMNS`].
+pub(super) fn bind_event(
+    statement: &mut Statement<'_>,
+    first: usize,
+    e: &QueuedEvent,
+) -> Result<()> {
+    statement.raw_bind_parameter(first, e.event_id.to_string())?;
+    statement.raw_bind_parameter(first + 1, &e.site_id)?;
+    statement.raw_bind_parameter(first + 2, &e.event_type)?;
+    statement.raw_bind_parameter(first + 3, &e.path)?;
+    statement.raw_bind_parameter(first + 4, &e.user_id)?;
+    statement.raw_bind_parameter(first + 5, millis(e.timestamp))?;
+    statement.raw_bind_parameter(first + 6, millis(e.ingested_at))?;
+    statement.raw_bind_parameter(first + 7, props_json(e)?)?;
     for (i, value) in e.context.values().into_iter().enumerate() {
-        statement.raw_bind_parameter(9 + i, value)?;
+        statement.raw_bind_parameter(first + 8 + i, value)?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::codec::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, bind_event, event_placeholders, read_event};
+use super::codec::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, bind_event, read_event};
 use super::{EmbeddedStore, SqliteFile};
 use crate::group::Sink;
 use crate::record::Claim;
@@ -34,19 +34,24 @@ pub(crate) struct EmbeddedClaim {
 }
 
 impl Sink for SqliteFile {
-    /// One transaction, one fsync: all or nothing.
+    /// One transaction, one fsync: all or nothing. Rows go in [`ROWS_PER_INSERT`] to a
+    /// statement, which costs SQLite less per row than a statement each; the rest go one
+    /// by one, so that only two statements are ever prepared.
     fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO \"{}\" ({EVENT_COLUMNS}, continues) VALUES ({}, ?{})",
-                self.queue,
-                event_placeholders(),
-                EVENT_COLUMN_COUNT + 1
-            ))?;
-            for e in events {
-                bind_event(&mut insert, e)?;
-                insert.raw_bind_parameter(EVENT_COLUMN_COUNT + 1, &e.continues)?;
+        let full = events.len() - events.len() % ROWS_PER_INSERT;
+        let (many, rest) = events.split_at(full);
+        for (rows, group) in [(ROWS_PER_INSERT, many), (1, rest)] {
+            if group.is_empty() {
+                continue;
+            }
+            let mut insert = tx.prepare_cached(&insert_rows(&self.queue, rows))?;
+            for rows in group.chunks(rows) {
+                for (i, e) in rows.iter().enumerate() {
+                    let first = i * QUEUE_COLUMN_COUNT + 1;
+                    bind_event(&mut insert, first, e)?;
+                    insert.raw_bind_parameter(first + EVENT_COLUMN_COUNT, &e.continues)?;
+                }
                 insert.raw_execute()?;
             }
         }
@@ -54,6 +59,28 @@ impl Sink for SqliteFile {
         tx.commit()?;
         Ok(Vec::new())
     }
+}
+
+/// Most rows in one insert into the queue: 32 rows of [`QUEUE_COLUMN_COUNT`] parameters
+/// stay far below SQLite's limit (32,766).
+const ROWS_PER_INSERT: usize = 32;
+/// The queue's columns an insert sets: [`EVENT_COLUMNS`], then `continues`.
+const QUEUE_COLUMN_COUNT: usize = EVENT_COLUMN_COUNT + 1;
+
+/// An insert of `rows` rows into `queue`, numbered `?1…` row after row.
+fn insert_rows(queue: &str, rows: usize) -> String {
+    let row = |r: usize| {
+        let first = r * QUEUE_COLUMN_COUNT + 1;
+        let params: Vec<String> = (first..first + QUEUE_COLUMN_COUNT)
+            .map(|i| format!("?{i}"))
+            .collect();
+        format!("({})", params.join(", "))
+    };
+    let values: Vec<String> = (0..rows).map(row).collect();
+    format!(
+        "INSERT INTO \"{queue}\" ({EVENT_COLUMNS}, continues) VALUES {}",
+        values.join(", ")
+    )
 }
 
 /// Adds `n` (or subtracts) to the queue's count, inside the transaction that wrote or

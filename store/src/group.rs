@@ -17,9 +17,9 @@
 //! `503`) can be sure its events will not appear later.
 //!
 //! A dedicated thread rather than a task: under load it finds the next group already
-//! waiting and never parks. MongoDB's sink runs its async write on the thread with the runtime's
-//! `block_on`. Between groups the thread also runs other jobs on the sink (the embedded
-//! store deletes moved rows with its one queue connection).
+//! waiting and never parks. MongoDB's sink runs its async write on the thread with the
+//! runtime's `block_on`. Between groups the thread also runs other jobs on the sink (the
+//! embedded store deletes moved rows with its one queue connection).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;

@@ -41,12 +41,12 @@ impl Sink for SqliteFile {
         let tx = self.conn.transaction()?;
         let full = events.len() - events.len() % ROWS_PER_INSERT;
         let (many, rest) = events.split_at(full);
-        for (rows, group) in [(ROWS_PER_INSERT, many), (1, rest)] {
+        for (per_insert, group) in [(ROWS_PER_INSERT, many), (1, rest)] {
             if group.is_empty() {
                 continue;
             }
-            let mut insert = tx.prepare_cached(&insert_rows(&self.queue, rows))?;
-            for rows in group.chunks(rows) {
+            let mut insert = tx.prepare_cached(&insert_rows(&self.queue, per_insert))?;
+            for rows in group.chunks(per_insert) {
                 for (i, e) in rows.iter().enumerate() {
                     let first = i * QUEUE_COLUMN_COUNT + 1;
                     bind_event(&mut insert, first, e)?;

@@ -84,6 +84,8 @@ pub(crate) struct SqliteFile {
     queue: Arc<str>,
     /// The ids of `texts` (`beacon.db`'s writer only).
     texts: events::Texts,
+    /// The queue's inserts (`queue.db`'s writer only).
+    inserts: queue::Inserts,
 }
 
 impl EmbeddedStore {

@@ -9,6 +9,7 @@ use rusqlite::{Connection, params};
 
 use super::codec::CONTEXT_FIELDS;
 use super::events;
+use super::queue::Inserts;
 use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
 use crate::group::Writer;
 use crate::rollup::EXTRA_NAMES;
@@ -52,6 +53,7 @@ impl EmbeddedStore {
             conn,
             queue: Arc::clone(&queue),
             texts: Default::default(),
+            inserts: Inserts::new(&queue),
         };
         Ok(Self {
             writer: Writer::start("beacon-events", file(writer))?,

@@ -41,11 +41,15 @@ impl Sink for SqliteFile {
         let tx = self.conn.transaction()?;
         let full = events.len() - events.len() % ROWS_PER_INSERT;
         let (many, rest) = events.split_at(full);
-        for (per_insert, group) in [(ROWS_PER_INSERT, many), (1, rest)] {
+        let inserts = [
+            (ROWS_PER_INSERT, &self.inserts.many, many),
+            (1, &self.inserts.one, rest),
+        ];
+        for (per_insert, sql, group) in inserts {
             if group.is_empty() {
                 continue;
             }
-            let mut insert = tx.prepare_cached(&insert_rows(&self.queue, per_insert))?;
+            let mut insert = tx.prepare_cached(sql)?;
             for rows in group.chunks(per_insert) {
                 for (i, e) in rows.iter().enumerate() {
                     let first = i * QUEUE_COLUMN_COUNT + 1;
@@ -66,6 +70,23 @@ impl Sink for SqliteFile {
 const ROWS_PER_INSERT: usize = 32;
 /// The queue's columns an insert sets: [`EVENT_COLUMNS`], then `continues`.
 const QUEUE_COLUMN_COUNT: usize = EVENT_COLUMN_COUNT + 1;
+
+/// The text of the queue's two inserts, made once when the store opens rather than for
+/// every group: the one of [`ROWS_PER_INSERT`] rows has 800 parameters.
+#[derive(Debug)]
+pub(crate) struct Inserts {
+    many: String,
+    one: String,
+}
+
+impl Inserts {
+    pub(super) fn new(queue: &str) -> Self {
+        Self {
+            many: insert_rows(queue, ROWS_PER_INSERT),
+            one: insert_rows(queue, 1),
+        }
+    }
+}
 
 /// An insert of `rows` rows into `queue`, numbered `?1…` row after row.
 fn insert_rows(queue: &str, rows: usize) -> String {

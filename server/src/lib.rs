@@ -192,11 +192,15 @@ pub(crate) fn routes_documented() -> OpenApiRouter<AppState> {
 /// operators and do not. Ingest is rate-limited per client address and reads per key
 /// when the layers are given.
 pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
+    // No `Vary`: every answer allows any origin, the same methods and the same headers,
+    // whatever the request asked, so there is nothing for a cache to tell apart, and
+    // tower-http would build the header anew for every event.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING])
-        .max_age(std::time::Duration::from_secs(24 * 3600));
+        .max_age(std::time::Duration::from_secs(24 * 3600))
+        .vary([]);
     let Routes {
         ingest,
         reads,

@@ -331,6 +331,8 @@ async fn ingest_allows_cross_origin_posts_and_text_plain_bodies() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // The same answer for every origin: nothing for a cache to tell apart.
+    assert!(r.headers().get("vary").is_none());
     app.wait_for_total("site_id=site-001", 1).await;
     app.stop().await;
 }

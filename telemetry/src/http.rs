@@ -12,11 +12,10 @@ use axum::response::Response;
 /// `unmatched`, so that scanning for paths adds no series.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // A clone of the matched path is a reference count, not a copy.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    crate::http_request(&route, response.status().as_u16(), started.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    crate::http_request(route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -1,8 +1,13 @@
 //! Every metric's name, help text and labels, and the functions that record them.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 
 /// Requests answered, by route and status.
 pub const HTTP_REQUESTS: &str = "beacon_http_requests_total";
@@ -110,9 +115,48 @@ pub fn ingest(outcome: Ingest, events: usize) {
 
 /// Counts one answered request on `route` (as the router declares it).
 pub(crate) fn http_request(route: &str, status: u16, took: Duration) {
+    let seconds = took.as_secs_f64();
+    let known = read(&HTTP_HANDLES);
+    if let Some((count, time)) = known.get(route).and_then(|s| s.get(&status)) {
+        count.increment(1);
+        time.record(seconds);
+        return;
+    }
+    drop(known);
     let labels = [("route", route.to_owned()), ("status", status.to_string())];
-    counter!(HTTP_REQUESTS, &labels).increment(1);
-    histogram!(HTTP_DURATION, &labels).record(took.as_secs_f64());
+    let (count, time) = (
+        counter!(HTTP_REQUESTS, &labels),
+        histogram!(HTTP_DURATION, &labels),
+    );
+    count.increment(1);
+    time.record(seconds);
+    write(&HTTP_HANDLES)
+        .entry(route.into())
+        .or_default()
+        .insert(status, (count, time));
+}
+
+/// The handles of [`HTTP_REQUESTS`] and [`HTTP_DURATION`] for each route and status
+/// answered so far. The macros build, hash and look up their labels on every call,
+/// which cost more than a request's other metrics together; `metrics` advises keeping
+/// handles on hot paths. Bounded: routes are the router's (and `unmatched`), statuses
+/// are HTTP's. The recorder is installed first, so that no handle here is one of the
+/// no-op recorder's.
+static HTTP_HANDLES: LazyLock<RwLock<RouteHandles>> = LazyLock::new(|| {
+    crate::install();
+    RwLock::default()
+});
+
+type RouteHandles = HashMap<Box<str>, HashMap<u16, (Counter, Histogram)>>;
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counts one batch the worker moved: events newly stored, stored before, and put into

@@ -138,8 +138,8 @@ pub(crate) fn http_request(route: &str, status: u16, took: Duration) {
 
 /// The handles of [`HTTP_REQUESTS`] and [`HTTP_DURATION`] for each route and status
 /// answered so far. The macros build, hash and look up their labels on every call,
-/// which cost more than a request's other metrics together; `metrics` advises keeping
-/// handles on hot paths. Bounded: routes are the router's (and `unmatched`), statuses
+/// which cost more than a request's other metrics together; a kept handle records
+/// with no lookup. Bounded: routes are the router's (and `unmatched`), statuses
 /// are HTTP's. The recorder is installed first, so that no handle here is one of the
 /// no-op recorder's, and it has no idle timeout, so none is ever dropped from it.
 static HTTP_HANDLES: LazyLock<RwLock<RouteHandles>> = LazyLock::new(|| {

@@ -70,9 +70,11 @@ impl Sink for SqliteFile {
 const ROWS_PER_INSERT: usize = 32;
 /// The queue's columns an insert sets: [`EVENT_COLUMNS`], then `continues`.
 const QUEUE_COLUMN_COUNT: usize = EVENT_COLUMN_COUNT + 1;
+// The limit above, checked when compiling.
+const _: () = assert!(ROWS_PER_INSERT * QUEUE_COLUMN_COUNT <= 32_766);
 
 /// The text of the queue's two inserts, made once when the store opens rather than for
-/// every group: the one of [`ROWS_PER_INSERT`] rows has 800 parameters.
+/// every group: the one of [`ROWS_PER_INSERT`] rows has hundreds of parameters.
 #[derive(Debug)]
 pub(crate) struct Inserts {
     many: String,

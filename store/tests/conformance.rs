@@ -150,8 +150,10 @@ async fn the_same_event_enqueued_twice_is_stored_once() {
         b.config.claim_lease = JOINING_LEASE;
         let store = open(&b).await;
         let e = event("s1", "/a", None, Utc::now());
+        let f = event("s1", "/b", None, Utc::now());
         enqueue(&store, vec![e.clone()]).await;
-        enqueue(&store, vec![e.clone(), event("s1", "/b", None, Utc::now())]).await;
+        // Twice in one group, and again in another group.
+        enqueue(&store, vec![e.clone(), f.clone(), f.clone()]).await;
         assert_eq!(drain(&store).await, 2, "{}", b.name);
         // Sent again after it was processed: acknowledged, moved, not counted twice.
         enqueue(&store, vec![e.clone()]).await;
@@ -613,6 +615,29 @@ async fn raw_mongo(b: &TestBackend) -> mongodb::Database {
     client.default_database().unwrap()
 }
 
+/// Writes a batch and its events, one queue document each, as an earlier version of
+/// Beacon (or one that died) would have left them.
+async fn leave_batch(
+    b: &TestBackend,
+    batch: &str,
+    owner: &str,
+    until: chrono::DateTime<Utc>,
+    events: &[QueuedEvent],
+) {
+    let db = raw_mongo(b).await;
+    db.collection::<mongodb::bson::Document>("batches")
+        .insert_one(mongodb::bson::doc! {
+            "_id": batch, "owner": owner, "events": events.len() as i64,
+            "until": mongodb::bson::DateTime::from_millis(until.timestamp_millis()),
+        })
+        .await
+        .unwrap();
+    db.collection::<mongodb::bson::Document>(&b.config.queue_name)
+        .insert_many(events.iter().map(|e| raw_queue_doc(e, batch.into())))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 /// A writer releases its batch before it answers, so events in a batch that was never
 /// released were never acknowledged: when its lease runs out they are discarded, not
@@ -622,26 +647,45 @@ async fn mongo_events_of_a_writer_that_never_released_are_discarded_after_its_le
         return;
     };
     let store = open(&b).await;
-    let db = raw_mongo(&b).await;
     let e = event("s1", "/", None, Utc::now());
     // A server wrote its batch's events and died before releasing the batch.
     let until = Utc::now() + TimeDelta::milliseconds(300);
-    db.collection::<mongodb::bson::Document>("batches")
-        .insert_one(mongodb::bson::doc! {
-            "_id": "batch-of-a-dead-writer", "owner": "enqueuer", "events": 1_i64,
-            "until": mongodb::bson::DateTime::from_millis(until.timestamp_millis()),
-        })
-        .await
-        .unwrap();
-    db.collection::<mongodb::bson::Document>(&b.config.queue_name)
-        .insert_one(raw_queue_doc(&e, "batch-of-a-dead-writer".into()))
-        .await
-        .unwrap();
+    leave_batch(&b, "batch-of-a-dead-writer", "enqueuer", until, &[e]).await;
     assert!(store.claim(10).await.unwrap().is_empty(), "its lease holds");
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(drain(&store).await, 0);
     assert_eq!(store.queue_depth().await.unwrap(), 0, "discarded");
     assert!(stored_ids(&store, "s1").await.is_empty());
+}
+
+/// An earlier version queued one document an event: what it left queued is moved as
+/// it would have been, once, and counts in the queue's depth until then.
+#[tokio::test]
+async fn mongo_events_queued_one_document_each_by_an_earlier_version_are_moved() {
+    let Some(b) = TestBackend::mongo() else {
+        return;
+    };
+    let store = open(&b).await;
+    let (e, f) = (
+        event("s1", "/a", Some("u"), Utc::now()),
+        event("s1", "/b", Some("u"), Utc::now()),
+    );
+    let released = Utc.timestamp_millis_opt(0).unwrap();
+    leave_batch(
+        &b,
+        "batch-of-an-earlier-version",
+        "",
+        released,
+        &[e.clone(), f],
+    )
+    .await;
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    enqueue(&store, vec![e.clone()]).await; // and sent again since
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
+    assert_eq!(drain(&store).await, 2);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert_eq!(all_stats(&store, "s1").await.total_events, 2);
+    assert_eq!(stored_ids(&store, "s1").await.len(), 2);
 }
 
 /// A bucket records which batches were added to it only until they are finished, so

@@ -1,6 +1,7 @@
 //! Claims: a worker takes the oldest released batches under a lease, or takes over a
 //! batch whose holder's lease ran out (a worker or writer that stopped).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -10,6 +11,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use super::MongoStore;
 use super::codec::{bson_time, from_doc};
 use super::desk::ENQUEUER;
+use super::queue::EVENTS;
 use crate::record::Claim;
 use crate::{ClaimedBatch, QueuedEvent, Result, StoreError, new_claim_token};
 
@@ -162,7 +164,7 @@ impl MongoStore {
     async fn discard_unreleased(&self, batch: &str, owner: &str) -> Result<()> {
         let discarded = self.queue.delete_many(doc! { "batch": batch }).await?;
         if discarded.deleted_count > 0 {
-            tracing::warn!(%batch, events = discarded.deleted_count, "discarded the events of a batch its writer never released: they were never acknowledged");
+            tracing::warn!(%batch, documents = discarded.deleted_count, "discarded the events of a batch its writer never released: they were never acknowledged");
         }
         self.forget_batch(batch, &[], owner).await?;
         Ok(())
@@ -185,18 +187,33 @@ impl MongoStore {
             .collect()
     }
 
-    /// The queued events of `batch` and its members, oldest first.
+    /// The queued events of `batch` and its members, oldest first, each once: the queue
+    /// keeps an event sent twice as often as it came.
     async fn batch_events(&self, batch: &str, members: &[String]) -> Result<Vec<QueuedEvent>> {
-        let mut events: Vec<QueuedEvent> = self
+        let docs: Vec<Document> = self
             .queue
             .find(doc! { "batch": labels(batch, members) })
             .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .iter()
-            .map(from_doc)
-            .collect::<Result<_>>()?;
+            .try_collect()
+            .await?;
+        let mut events = Vec::new();
+        for d in &docs {
+            match d.get_array(EVENTS) {
+                Ok(packed) => {
+                    for e in packed {
+                        let e = e.as_document().ok_or_else(|| {
+                            StoreError::Corrupt(format!("a queued event is not a document: {e}"))
+                        })?;
+                        events.push(from_doc(e)?);
+                    }
+                }
+                // An earlier version queued one document an event.
+                Err(_) => events.push(from_doc(d)?),
+            }
+        }
         events.sort_by_key(|e| (e.ingested_at, e.event_id));
+        let mut seen = HashSet::with_capacity(events.len());
+        events.retain(|e| seen.insert(e.event_id));
         Ok(events)
     }
 

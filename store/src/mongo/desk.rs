@@ -36,6 +36,8 @@ pub(super) struct BatchDesk {
 struct DeskState {
     spares: Vec<(String, Instant)>,
     running: bool,
+    /// The batch handed out last: none older is handed out after it.
+    last: String,
 }
 
 impl BatchDesk {
@@ -48,17 +50,29 @@ impl BatchDesk {
         })
     }
 
-    /// A young spare batch, if one is ready; the desk records more behind it.
-    pub(super) fn spare(self: &Arc<Self>) -> Option<String> {
+    /// A young spare batch, if one is ready; else a new id for [`Self::record`], made
+    /// before the desk records more, so that it sorts before them and claims keep to
+    /// arrival order. The desk records more behind either.
+    pub(super) fn spare(self: &Arc<Self>) -> Result<String, String> {
         let mut state = crate::lock(&self.state);
         let young = self.lease / 2;
-        // Older ones are dropped here; in the database their leases run out, and the
-        // first worker to take one over finds it empty and deletes it.
+        // Claims take batches in id order, so batches are handed out in id order too:
+        // the oldest spare first, and none older than one handed out already (spares
+        // recorded while the writer recorded its own). Those and spares too old are
+        // dropped here; in the database their leases run out, and the first worker to
+        // take one over finds it empty and deletes it.
+        let last = std::mem::take(&mut state.last);
         state
             .spares
-            .retain(|(_, recorded)| recorded.elapsed() < young);
-        // The oldest first: claims take batches in id order, close to arrival order.
-        let spare = (!state.spares.is_empty()).then(|| state.spares.remove(0).0);
+            .retain(|(batch, recorded)| recorded.elapsed() < young && *batch > last);
+        let spare = if state.spares.is_empty() {
+            Err(new_claim_token())
+        } else {
+            Ok(state.spares.remove(0).0)
+        };
+        state.last = match &spare {
+            Ok(batch) | Err(batch) => batch.clone(),
+        };
         if !state.running {
             state.running = true;
             tokio::spawn(Arc::clone(self).serve());
@@ -67,9 +81,8 @@ impl BatchDesk {
         spare
     }
 
-    /// A new held batch, recorded now (when no spare is ready).
-    pub(super) async fn record(&self) -> mongodb::error::Result<String> {
-        let batch = new_claim_token();
+    /// Records `batch`, held, now (when no spare is ready).
+    pub(super) async fn record(&self, batch: String) -> mongodb::error::Result<String> {
         self.batches.insert_one(held(&batch, self.lease)).await?;
         Ok(batch)
     }

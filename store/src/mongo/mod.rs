@@ -1,8 +1,9 @@
 //! The MongoDB backend.
 //!
-//! The queue is a collection (`QUEUE_NAME`) keyed by event id. Events arrive in
-//! batches: each group commit writes its events stamped with a batch held by this
-//! process (id, holder, lease in `batches`), and releases the batch before it answers.
+//! The queue is a collection (`QUEUE_NAME`) of groups of events. Events arrive in
+//! batches: each group commit writes its events, as few documents as fit, stamped with
+//! a batch held by this process (id, holder, lease in `batches`), and releases the
+//! batch before it answers.
 //! A worker claims the oldest released batches, up to `BATCH_SIZE` events, and holds the
 //! first under a lease with the others joined to it as members (their events keep their
 //! labels; the members lose their own leases). Claiming therefore reads and writes only
@@ -14,7 +15,8 @@
 //! Moving a batch uses no multi-document transaction, and every step is idempotent:
 //!
 //! 1. insert the events into `events` (keyed by event id), each stamped with the batch;
-//!    an event already there belongs to whichever batch inserted it first. An event the
+//!    an event already there belongs to whichever batch inserted it first. This is
+//!    where an event sent twice becomes one: the queue keeps both copies. An event the
 //!    database refuses for good (validation, size, another unique index) goes to
 //!    `dead_letters` with the error instead, so that it never holds back the others;
 //! 2. record the texts of the batch's values in the `values` dictionary and its event

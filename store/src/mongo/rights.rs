@@ -7,12 +7,15 @@
 //! arrived before the erasure, and once every lease that could hold such an event has
 //! run out, the worker deletes the user's events once more and forgets the record.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
 use super::codec::bson_time;
+use super::queue::EVENTS;
 use super::{MongoStore, events};
 use crate::{QueuedEvent, Result};
 
@@ -51,36 +54,43 @@ impl MongoStore {
         // A moved event stays queued until its batch is finished: count it with the
         // stored ones, not twice. The queue is bounded by backpressure, so the user's
         // queued ids fit in memory.
-        let queued_ids = ids(&self.queue, filter.clone()).await?;
+        let packed = doc! { EVENTS: { "$elemMatch": filter.clone() } };
+        let queued: HashSet<Uuid> = self
+            .queue
+            .find(doc! { "$or": [packed.clone(), filter.clone()] })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?
+            .iter()
+            .flat_map(|d| match d.get_array(EVENTS) {
+                Ok(packed) => packed.iter().filter_map(Bson::as_document).collect(),
+                // An earlier version queued one document an event.
+                Err(_) => vec![d],
+            })
+            .filter(|e| e.get_str("site_id") == Ok(site_id) && e.get_str("user_id") == Ok(user_id))
+            .filter_map(|e| Uuid::parse_str(e.get_str("_id").ok()?).ok())
+            .collect();
         let mut erased = 0;
-        for chunk in queued_ids.chunks(1000) {
-            // The queue's ids are text, `events`' are bytes.
-            let as_stored: Vec<Bson> = chunk
-                .iter()
-                .filter_map(|id| Uuid::parse_str(id.as_str()?).ok())
-                .map(|id| events::uuid(&id))
-                .collect();
-            let stored: Vec<Bson> = ids(&self.events, doc! { events::ID: { "$in": as_stored } })
+        let queued: Vec<Uuid> = queued.into_iter().collect();
+        for chunk in queued.chunks(1000) {
+            let as_stored: Vec<Bson> = chunk.iter().map(events::uuid).collect();
+            let stored = ids(&self.events, doc! { events::ID: { "$in": as_stored } })
                 .await?
-                .iter()
-                .filter_map(|id| events::uuid_of(Some(id)))
-                .map(|id| Bson::from(id.to_string()))
-                .collect();
-            let only_queued = doc! { "_id": { "$in": chunk, "$nin": &stored } };
-            erased += self.queue.delete_many(only_queued).await?.deleted_count;
-            self.queue
-                .delete_many(doc! { "_id": { "$in": stored } })
-                .await?;
+                .len();
+            erased += (chunk.len() - stored.min(chunk.len())) as u64;
         }
-        // Any queued since the ids were read.
-        let left = self.queue.delete_many(filter.clone()).await?.deleted_count;
+        // Those queued since the ids were read go too, uncounted.
+        self.queue
+            .update_many(packed, doc! { "$pull": { EVENTS: filter.clone() } })
+            .await?;
+        self.queue.delete_many(filter.clone()).await?;
         let stored = self
             .events
             .delete_many(doc! { events::SITE: site_id, events::USER: user_id })
             .await?
             .deleted_count;
         self.visit_states.delete_many(filter).await?;
-        Ok(erased + left + stored)
+        Ok(erased + stored)
     }
 
     /// The erasures in force.

@@ -11,7 +11,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use super::MongoStore;
 use super::codec::{bson_time, from_doc};
 use super::desk::ENQUEUER;
-use super::queue::EVENTS;
+use super::queue::events_in;
 use crate::record::Claim;
 use crate::{ClaimedBatch, QueuedEvent, Result, StoreError, new_claim_token};
 
@@ -198,17 +198,8 @@ impl MongoStore {
             .await?;
         let mut events = Vec::new();
         for d in &docs {
-            match d.get_array(EVENTS) {
-                Ok(packed) => {
-                    for e in packed {
-                        let e = e.as_document().ok_or_else(|| {
-                            StoreError::Corrupt(format!("a queued event is not a document: {e}"))
-                        })?;
-                        events.push(from_doc(e)?);
-                    }
-                }
-                // An earlier version queued one document an event.
-                Err(_) => events.push(from_doc(d)?),
+            for e in events_in(d)? {
+                events.push(from_doc(e)?);
             }
         }
         events.sort_by_key(|e| (e.ingested_at, e.event_id));

@@ -131,7 +131,6 @@ pub(super) fn to_queue_doc(e: &QueuedEvent) -> Document {
         "user_id": e.user_id.as_deref().map_or(Bson::Null, Bson::from),
         "timestamp": bson_time(e.timestamp),
         "ingested_at": bson_time(e.ingested_at),
-        "batch": Bson::Null, // not in a batch yet
     };
     for (name, value) in Context::FIELDS.iter().zip(e.context.values()) {
         if let Some(value) = value {

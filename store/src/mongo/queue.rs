@@ -165,7 +165,42 @@ impl MongoStore {
 }
 
 /// The queue document's field holding its events.
-pub(super) const EVENTS: &str = "events";
+const EVENTS: &str = "events";
+
+/// The events a queue document holds: a group's, or (as an earlier version queued
+/// them, one document an event) the document itself.
+pub(super) fn events_in(d: &Document) -> Result<Vec<&Document>> {
+    match d.get_array(EVENTS) {
+        Ok(packed) => packed
+            .iter()
+            .map(|e| {
+                e.as_document().ok_or_else(|| {
+                    StoreError::Corrupt(format!("a queued event is not a document: {e}"))
+                })
+            })
+            .collect(),
+        Err(_) => Ok(vec![d]),
+    }
+}
+
+/// Matches the queue documents holding an event that `filter` matches, in a group or
+/// (as an earlier version queued them) alone.
+pub(super) fn holding(filter: &Document) -> Document {
+    doc! { "$or": [{ EVENTS: { "$elemMatch": filter.clone() } }, filter.clone()] }
+}
+
+/// Takes the events that `filter` matches out of the queue's groups, and deletes those
+/// queued alone by an earlier version.
+pub(super) async fn pull_events(queue: &Collection<Document>, filter: &Document) -> Result<()> {
+    queue
+        .update_many(
+            doc! { EVENTS: { "$elemMatch": filter.clone() } },
+            doc! { "$pull": { EVENTS: filter.clone() } },
+        )
+        .await?;
+    queue.delete_many(filter.clone()).await?;
+    Ok(())
+}
 /// The queue document's field holding its first event's `ingested_at`.
 const FIRST_AT: &str = "first_at";
 /// Most bytes of events in one queue document, counted roughly (see [`rough_len`]):
@@ -179,8 +214,7 @@ fn pack(docs: Vec<Document>, batch: &str) -> (Vec<Document>, Vec<usize>) {
     let mut firsts = Vec::new();
     let mut current: Vec<Document> = Vec::new();
     let mut bytes = 0;
-    for (index, mut d) in docs.into_iter().enumerate() {
-        d.remove("batch");
+    for (index, d) in docs.into_iter().enumerate() {
         let len = rough_len(&d);
         if !current.is_empty() && bytes + len > PACK_BYTES {
             packed.push(queue_doc(std::mem::take(&mut current), batch));
@@ -219,7 +253,7 @@ mod tests {
     use super::*;
 
     fn event(text_bytes: usize) -> Document {
-        doc! { "_id": "id", "props": "x".repeat(text_bytes), "batch": Bson::Null }
+        doc! { "_id": "id", "props": "x".repeat(text_bytes) }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
 use super::codec::bson_time;
-use super::queue::EVENTS;
+use super::queue::{events_in, holding, pull_events};
 use super::{MongoStore, events};
 use crate::{QueuedEvent, Result};
 
@@ -54,22 +54,23 @@ impl MongoStore {
         // A moved event stays queued until its batch is finished: count it with the
         // stored ones, not twice. The queue is bounded by backpressure, so the user's
         // queued ids fit in memory.
-        let packed = doc! { EVENTS: { "$elemMatch": filter.clone() } };
-        let queued: HashSet<Uuid> = self
+        let docs: Vec<Document> = self
             .queue
-            .find(doc! { "$or": [packed.clone(), filter.clone()] })
+            .find(holding(&filter))
             .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .iter()
-            .flat_map(|d| match d.get_array(EVENTS) {
-                Ok(packed) => packed.iter().filter_map(Bson::as_document).collect(),
-                // An earlier version queued one document an event.
-                Err(_) => vec![d],
-            })
-            .filter(|e| e.get_str("site_id") == Ok(site_id) && e.get_str("user_id") == Ok(user_id))
-            .filter_map(|e| Uuid::parse_str(e.get_str("_id").ok()?).ok())
-            .collect();
+            .try_collect()
+            .await?;
+        let mut queued = HashSet::new();
+        for d in &docs {
+            queued.extend(
+                events_in(d)?
+                    .into_iter()
+                    .filter(|e| {
+                        e.get_str("site_id") == Ok(site_id) && e.get_str("user_id") == Ok(user_id)
+                    })
+                    .filter_map(|e| Uuid::parse_str(e.get_str("_id").ok()?).ok()),
+            );
+        }
         let mut erased = 0;
         let queued: Vec<Uuid> = queued.into_iter().collect();
         for chunk in queued.chunks(1000) {
@@ -80,10 +81,7 @@ impl MongoStore {
             erased += (chunk.len() - stored.min(chunk.len())) as u64;
         }
         // Those queued since the ids were read go too, uncounted.
-        self.queue
-            .update_many(packed, doc! { "$pull": { EVENTS: filter.clone() } })
-            .await?;
-        self.queue.delete_many(filter.clone()).await?;
+        pull_events(&self.queue, &filter).await?;
         let stored = self
             .events
             .delete_many(doc! { events::SITE: site_id, events::USER: user_id })

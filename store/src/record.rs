@@ -186,6 +186,9 @@ pub struct ClaimedBatch {
     pub(crate) more_waiting: bool,
     /// The backend's hold on the events.
     pub(crate) claim: Claim,
+    /// When the claim's lease, as first taken, runs out: until then no other worker
+    /// takes the events over.
+    pub(crate) lease_ends: std::time::Instant,
 }
 
 /// What a backend needs to move a batch it handed out.
@@ -204,6 +207,7 @@ impl ClaimedBatch {
             events: Vec::new().into(),
             more_waiting: false,
             claim: Claim::Nothing,
+            lease_ends: std::time::Instant::now(),
         }
     }
 
@@ -222,6 +226,13 @@ impl ClaimedBatch {
     /// nothing by itself: on MongoDB, joined batches stop short of `max`.
     pub fn more_waiting(&self) -> bool {
         self.more_waiting
+    }
+
+    /// Whether the lease taken with the claim still runs, so that a move that failed is
+    /// worth trying again: after it, another worker may take the batch over (moving it
+    /// anyway would be safe, as the store checks the lease, but pointless).
+    pub fn lease_running(&self) -> bool {
+        std::time::Instant::now() < self.lease_ends
     }
 }
 

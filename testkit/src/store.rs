@@ -79,6 +79,29 @@ pub async fn wait_until_drained(store: &Store, within: std::time::Duration, what
     }
 }
 
+/// Queues `n` page views of `site`, each by a user of its own, in enqueues of 50: on
+/// MongoDB each is a batch of its own, which claims join. Answers the events.
+pub async fn enqueue_backlog(store: &Store, site: &str, n: usize) -> Vec<QueuedEvent> {
+    let events: Vec<_> = (0..n)
+        .map(|i| page_view(site, "/", Some(&format!("u{i}")), Utc::now()))
+        .collect();
+    for chunk in events.chunks(50) {
+        enqueue(store, chunk.to_vec()).await;
+    }
+    events
+}
+
+/// A worker that goes through a backlog in batches of 100, polling every 5 ms.
+pub fn backlog_worker(store: beacon_store::StoreConfig) -> beacon_config::WorkerConfig {
+    beacon_config::WorkerConfig {
+        batch_size: 100,
+        poll_interval: std::time::Duration::from_millis(5),
+        retention: None,
+        store,
+        observe: beacon_config::Observe::default(),
+    }
+}
+
 /// Moves `batch`; answers how many events were newly stored. As the worker does, a
 /// failed move is tried again: a move is idempotent, and the test database drops
 /// connections when the machine is loaded.

@@ -11,6 +11,7 @@
 
 pub mod housekeeping;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
@@ -56,19 +57,20 @@ async fn move_claimed(store: &Store, batch: &ClaimedBatch) -> Result<bool, Store
     Ok(batch.more_waiting())
 }
 
-/// Moves `batch`; when more events wait behind it, claims the next batch meanwhile and
-/// answers it too. The claim reads the queue while the move writes the events store,
-/// so with a backlog the two overlap instead of taking turns. Moves still happen one
-/// at a time and in the order of their claims.
+/// Moves `batch`; when more events wait behind it and `ahead` allows, claims the next
+/// batch meanwhile and answers it too. The claim reads the queue while the move writes
+/// the events store, so with a backlog the two overlap instead of taking turns. Moves
+/// still happen one at a time and in the order of their claims.
 async fn move_and_claim_next(
     store: &Store,
-    batch: ClaimedBatch,
+    batch: &ClaimedBatch,
     batch_size: usize,
+    ahead: bool,
 ) -> (Result<bool, StoreError>, Option<ClaimedBatch>) {
-    if !batch.more_waiting() {
-        return (move_claimed(store, &batch).await, None);
+    if !(ahead && batch.more_waiting()) {
+        return (move_claimed(store, batch).await, None);
     }
-    let (moved, next) = tokio::join!(move_claimed(store, &batch), claim(store, batch_size));
+    let (moved, next) = tokio::join!(move_claimed(store, batch), claim(store, batch_size));
     // A failed claim is counted, and the next poll claims again.
     (moved, next.ok().filter(|next| !next.is_empty()))
 }
@@ -77,6 +79,8 @@ async fn move_and_claim_next(
 /// so is one claimed ahead of it.
 ///
 /// Store outages are logged and retried with backoff; the loop only ends on shutdown.
+/// A batch whose move failed because the store was away is moved again after the pause,
+/// while its lease runs (a move is idempotent), rather than left to wait out its lease.
 pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     tracing::info!(
@@ -93,17 +97,27 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
     let mut backoff = config.poll_interval;
     // Beside the loop, not in it, so that a long retention round never delays moves.
     let sweeper = tokio::spawn(housekeeping::every_minute(store.clone(), config.retention));
-    let mut claimed_ahead = None;
+    // Batches claimed and not yet moved, in the order of their claims: one claimed
+    // ahead, or one whose move failed (and then perhaps one claimed ahead of it).
+    let mut held: VecDeque<ClaimedBatch> = VecDeque::new();
     loop {
         let polled = tokio::time::Instant::now();
-        let batch = match claimed_ahead.take() {
+        let batch = match held.pop_front() {
             Some(batch) => Ok(batch),
             None => claim(&store, config.batch_size).await,
         };
         let moved = match batch {
             Ok(batch) => {
-                let (moved, next) = move_and_claim_next(&store, batch, config.batch_size).await;
-                claimed_ahead = next;
+                let ahead = held.is_empty();
+                let (moved, next) =
+                    move_and_claim_next(&store, &batch, config.batch_size, ahead).await;
+                // Only when the store was away: a batch that fails for good waits out
+                // its lease, so that the batches behind it still move.
+                let retry = moved.as_ref().is_err_and(StoreError::is_unavailable);
+                if retry && batch.lease_running() {
+                    held.push_front(batch);
+                }
+                held.extend(next);
                 moved
             }
             Err(e) => Err(e),
@@ -129,10 +143,10 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
             () = &mut shutdown => break,
         }
     }
-    if let Some(batch) = claimed_ahead
-        && let Err(e) = move_claimed(&store, &batch).await
-    {
-        tracing::warn!(error = %e, "the batch claimed ahead was not moved: its lease will hand it on");
+    for batch in held {
+        if let Err(e) = move_claimed(&store, &batch).await {
+            tracing::warn!(error = %e, "a batch in hand was not moved: its lease will hand it on");
+        }
     }
     sweeper.abort();
     tracing::info!("worker stopped");

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use beacon_config::{Observe, WorkerConfig};
 use beacon_testkit::TestBackend;
-use beacon_testkit::store::{enqueue, open, page_view, stored_ids, wait_until_drained};
-use chrono::Utc;
+use beacon_testkit::store::{
+    backlog_worker, enqueue_backlog, open, stored_ids, wait_until_drained,
+};
 
 const EVENTS: u64 = 2000;
 
@@ -17,20 +17,8 @@ async fn a_worker_stopped_amid_a_backlog_leaves_no_batch_claimed() {
         // Far longer than the test: a batch left claimed would stay stuck.
         b.config.claim_lease = Duration::from_secs(600);
         let store = open(&b).await;
-        let events: Vec<_> = (0..EVENTS)
-            .map(|i| page_view("s", "/", Some(&format!("u{i}")), Utc::now()))
-            .collect();
-        // Small enqueues: on MongoDB each is a batch of its own, which claims merge.
-        for chunk in events.chunks(50) {
-            enqueue(&store, chunk.to_vec()).await;
-        }
-        let config = WorkerConfig {
-            batch_size: 100,
-            poll_interval: Duration::from_millis(5),
-            retention: None,
-            store: b.config.clone(),
-            observe: Observe::default(),
-        };
+        enqueue_backlog(&store, "s", EVENTS as usize).await;
+        let config = backlog_worker(b.config.clone());
 
         // Stopped once a move is done, with most of the backlog still waiting.
         let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -130,6 +130,8 @@ impl EmbeddedStore {
         let claims = Arc::clone(&self.claims);
         let lease = self.claim_lease;
         let claim_token = token.clone();
+        // Measured before the lease is taken, so this worker's view ends no later.
+        let lease_ends = Instant::now() + lease;
         let events = self
             .read(move |conn, queue| {
                 // Held while reading, so that two claims cannot pick the same rows.
@@ -182,6 +184,7 @@ impl EmbeddedStore {
             more_waiting: events.len() >= max,
             events: events.into(),
             claim: Claim::Embedded(EmbeddedClaim { token }),
+            lease_ends,
         })
     }
 

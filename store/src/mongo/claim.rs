@@ -106,15 +106,35 @@ impl MongoStore {
         if chosen.is_empty() {
             return Ok(None);
         }
-        // Only batches still released are held: a racing worker takes the rest.
+        let held = self
+            .take_and_join(&chosen, candidates.len(), max, owner, lease_ends)
+            .await;
+        // Only when the database was away: batches that fail for good (a corrupt
+        // document) wait out their lease, so that the batches behind them still move.
+        if held.as_ref().is_err_and(StoreError::is_unavailable) {
+            self.release_taken(owner).await;
+        }
+        held
+    }
+
+    /// Takes the `chosen` batches still released (a racing worker takes the rest) as
+    /// `owner`, joins them into one, and reads its events.
+    async fn take_and_join(
+        &self,
+        chosen: &[String],
+        candidates: usize,
+        max: usize,
+        owner: &str,
+        lease_ends: Instant,
+    ) -> Result<Option<ClaimedBatch>> {
         self.batches
             .update_many(
-                doc! { "_id": { "$in": &chosen }, "until": released() },
+                doc! { "_id": { "$in": chosen }, "until": released() },
                 doc! { "$set": { "owner": owner, "until": self.lease_end() } },
             )
             .await?;
         let mut ours = self
-            .batch_ids(doc! { "_id": { "$in": &chosen }, "owner": owner })
+            .batch_ids(doc! { "_id": { "$in": chosen }, "owner": owner })
             .await?;
         ours.sort();
         let Some((batch, joined)) = ours.split_first() else {
@@ -147,7 +167,7 @@ impl MongoStore {
             self.forget_batch(batch, &members, owner).await?;
             return Ok(None);
         }
-        let more_waiting = chosen.len() < candidates.len() || candidates.len() >= max;
+        let more_waiting = chosen.len() < candidates || candidates >= max;
         Ok(Some(claimed(
             MongoClaim {
                 batch: batch.clone(),
@@ -158,6 +178,23 @@ impl MongoStore {
             events,
             more_waiting,
         )))
+    }
+
+    /// Hands back, released, the batches a claim took before it failed (the database
+    /// dropped the connection, perhaps after taking them), so that the next poll takes
+    /// them at once instead of after their lease. None of them has been moved: the
+    /// claim never answered them. If this fails too, their lease hands them on.
+    async fn release_taken(&self, owner: &str) {
+        let released = self
+            .batches
+            .update_many(
+                doc! { "owner": owner },
+                doc! { "$set": { "owner": "", "until": released() }, "$unset": { "member_of": "" } },
+            )
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "a failed claim's batches were not handed back: their lease will");
+        }
     }
 
     /// Deletes the events of a batch its writer never released, then the batch.
@@ -272,6 +309,7 @@ fn claimed(claim: MongoClaim, events: Vec<QueuedEvent>, more_waiting: bool) -> C
     ClaimedBatch {
         events: events.into(),
         more_waiting,
+        lease_ends: claim.lease_ends,
         claim: Claim::Mongo(claim),
     }
 }

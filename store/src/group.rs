@@ -16,14 +16,20 @@
 //! `DeadlinePassed`, and nothing of it is stored. So a caller that gave up (and answered
 //! `503`) can be sure its events will not appear later.
 //!
-//! A dedicated thread rather than a task: under load it finds the next group already
-//! waiting and never parks. MongoDB's sink runs its async write on the thread with the
-//! runtime's `block_on`. Between groups the thread also runs other jobs on the sink (the
-//! embedded store deletes moved rows with its one queue connection).
+//! The loop is one future, run where its sink's writes belong. SQLite's writes block, so
+//! the embedded store runs it on a dedicated thread ([`Writer::start`]), which under
+//! load finds the next group already waiting and never parks. MongoDB's writes are
+//! async, so it runs as a task on the runtime ([`Writer::spawn`]): on a thread of its
+//! own, every write woke that thread from the runtime's I/O and back, which cost the
+//! server a tenth of its CPU (BENCHMARKS.md, section 17). Between groups the loop also
+//! runs other jobs on the sink (the embedded store deletes moved rows with its one
+//! queue connection).
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{QueuedEvent, Refusal, Result, StoreError};
@@ -38,7 +44,10 @@ pub(crate) trait Sink: Send + 'static {
     /// Writes `events` durably, and answers which of them the database refused for
     /// good (by index in `events`). On an error nothing is stored: what may have been
     /// written is never moved.
-    fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>>;
+    fn write(
+        &mut self,
+        events: &[&QueuedEvent],
+    ) -> impl Future<Output = Result<Vec<Refusal>>> + Send;
 }
 
 type Work<S> = Box<dyn FnOnce(&mut S) + Send>;
@@ -55,8 +64,8 @@ enum Job<S> {
     Run(Work<S>),
 }
 
-/// The handle to a writer thread. Cheap to clone; the thread ends, dropping its sink,
-/// once every handle is dropped.
+/// The handle to a writer (a thread or a task). Cheap to clone; the writer ends,
+/// dropping its sink, once every handle is dropped.
 pub(crate) struct Writer<S> {
     jobs: mpsc::Sender<Job<S>>,
 }
@@ -76,14 +85,28 @@ impl<S> std::fmt::Debug for Writer<S> {
 }
 
 impl<S: Sink> Writer<S> {
-    /// Starts a thread called `name` to own `sink`.
+    /// Starts a thread called `name` to own `sink`, whose writes block.
     pub(crate) fn start(name: &str, sink: S) -> Result<Self> {
         let (jobs, inbox) = mpsc::channel(CHANNEL_JOBS);
+        let cannot =
+            |e: std::io::Error| StoreError::Task(format!("cannot start the writer thread: {e}"));
+        // Parks as `blocking_recv` does: `futures`' executor cost a twentieth of the
+        // embedded store's single events (BENCHMARKS.md, section 17).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(cannot)?;
         std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || serve(sink, inbox))
-            .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))?;
+            .spawn(move || runtime.block_on(serve(sink, inbox)))
+            .map_err(cannot)?;
         Ok(Self { jobs })
+    }
+
+    /// Starts a task on the current runtime to own `sink`, whose writes are async.
+    pub(crate) fn spawn(sink: S) -> Self {
+        let (jobs, inbox) = mpsc::channel(CHANNEL_JOBS);
+        tokio::spawn(serve(sink, inbox));
+        Self { jobs }
     }
 
     /// Queues `events`, written together with whatever else is waiting, unless
@@ -106,7 +129,7 @@ impl<S: Sink> Writer<S> {
         wait.await.map_err(|_| stopped())?
     }
 
-    /// Runs `f` on the thread's sink, between groups.
+    /// Runs `f` on the writer's sink, between groups.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut S) -> Result<T> + Send + 'static,
@@ -125,15 +148,15 @@ impl<S: Sink> Writer<S> {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Task("the store's writer thread stopped".to_owned())
+    StoreError::Task("the store's writer stopped".to_owned())
 }
 
-fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
+async fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
     let mut next = None;
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match inbox.blocking_recv() {
+            None => match inbox.recv().await {
                 Some(job) => job,
                 None => return, // every handle dropped: the store is closed
             },
@@ -156,7 +179,10 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
                         None => break,
                     }
                 }
-                guarded(|| commit(&mut sink, group));
+                let committed = AssertUnwindSafe(commit(&mut sink, group));
+                if committed.catch_unwind().await.is_err() {
+                    panicked();
+                }
             }
         }
     }
@@ -166,7 +192,7 @@ fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
 /// fails for a reason other than the database being unavailable, each request is
 /// written alone, so that each gets its own answer and one bad request cannot fail the
 /// others.
-fn commit<S: Sink>(sink: &mut S, group: Vec<Request>) {
+async fn commit<S: Sink>(sink: &mut S, group: Vec<Request>) {
     let now = Instant::now();
     let (group, late): (Vec<Request>, Vec<Request>) = group
         .into_iter()
@@ -176,7 +202,7 @@ fn commit<S: Sink>(sink: &mut S, group: Vec<Request>) {
     }
     if group.len() > 1 {
         let all: Vec<&QueuedEvent> = group.iter().flat_map(|r| &r.events).collect();
-        match sink.write(&all) {
+        match sink.write(&all).await {
             Ok(refused) => return answer(group, &refused),
             Err(e) if e.is_unavailable() => {
                 let message = e.to_string();
@@ -192,7 +218,7 @@ fn commit<S: Sink>(sink: &mut S, group: Vec<Request>) {
     }
     for request in group {
         let events: Vec<&QueuedEvent> = request.events.iter().collect();
-        let _ = request.done.send(sink.write(&events));
+        let _ = request.done.send(sink.write(&events).await);
     }
 }
 
@@ -215,10 +241,14 @@ fn answer(group: Vec<Request>, refused: &[Refusal]) {
     }
 }
 
-/// A panic drops the job's answer channel (its caller gets an error); the thread
-/// carries on with the next job.
+/// A panic drops the job's answer channel (its caller gets an error); the loop carries
+/// on with the next job.
 fn guarded(f: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {
-        tracing::error!("a store write panicked; its transaction was rolled back");
+        panicked();
     }
+}
+
+fn panicked() {
+    tracing::error!("a store write panicked; its transaction was rolled back");
 }

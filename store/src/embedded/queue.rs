@@ -37,7 +37,7 @@ impl Sink for SqliteFile {
     /// One transaction, one fsync: all or nothing. Rows go in [`ROWS_PER_INSERT`] to a
     /// statement, which costs SQLite less per row than a statement each; the rest go one
     /// by one, so that only two statements are ever prepared.
-    fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
+    async fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let tx = self.conn.transaction()?;
         let full = events.len() - events.len() % ROWS_PER_INSERT;
         let (many, rest) = events.split_at(full);

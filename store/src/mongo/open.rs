@@ -82,7 +82,7 @@ impl MongoStore {
             .into(),
             claim_lease: config.claim_lease,
             ready,
-            writer: Writer::start("beacon-queue", sink)?,
+            writer: Writer::spawn(sink),
             finished: Arc::default(),
         })
     }

@@ -19,7 +19,6 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
-use tokio::runtime::Handle;
 
 use super::claim::released;
 use super::codec::{count_bson, count_field, refused_documents, to_queue_doc};
@@ -28,19 +27,16 @@ use super::{MongoStore, check_ready};
 use crate::group::Sink;
 use crate::{QueueStatus, QueuedEvent, Refusal, Result, StoreError, from_millis};
 
-/// Writes groups into the queue, on the writer thread.
+/// Writes groups into the queue, from the writer's task.
 pub(crate) struct QueueSink {
     queue: Collection<Document>,
     batches: Collection<Document>,
     desk: Arc<BatchDesk>,
     ready: Arc<AtomicBool>,
     write_timeout: Duration,
-    /// The runtime the store was opened on, which drives the driver's I/O.
-    runtime: Handle,
 }
 
 impl QueueSink {
-    /// Must be called on the runtime that will drive the writes.
     pub(super) fn new(
         queue: Collection<Document>,
         batches: Collection<Document>,
@@ -54,7 +50,6 @@ impl QueueSink {
             desk,
             ready,
             write_timeout,
-            runtime: Handle::current(),
         }
     }
 
@@ -103,24 +98,22 @@ impl QueueSink {
 }
 
 impl Sink for QueueSink {
-    fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
+    async fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let docs = events.iter().map(|e| to_queue_doc(e)).collect();
         let timeout = self.write_timeout;
-        self.runtime.block_on(async {
-            tokio::time::timeout(timeout, self.write_batch(docs))
-                .await
-                .map_err(|_| {
-                    StoreError::Unavailable(format!(
-                        "MongoDB did not take the events within {} ms",
-                        timeout.as_millis()
-                    ))
-                })?
-        })
+        tokio::time::timeout(timeout, self.write_batch(docs))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "MongoDB did not take the events within {} ms",
+                    timeout.as_millis()
+                ))
+            })?
     }
 }
 
 impl MongoStore {
-    /// Queues `events` through the writer thread (group commit).
+    /// Queues `events` through the writer (group commit).
     pub(crate) async fn enqueue(
         &self,
         events: Vec<QueuedEvent>,

@@ -26,7 +26,7 @@
 //! queue connection).
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -162,7 +162,7 @@ async fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
             },
         };
         match job {
-            Job::Run(work) => guarded(|| work(&mut sink)),
+            Job::Run(work) => guarded(async { work(&mut sink) }).await,
             Job::Enqueue(first) => {
                 let mut count = first.events.len();
                 let mut group = vec![first];
@@ -179,10 +179,7 @@ async fn serve<S: Sink>(mut sink: S, mut inbox: mpsc::Receiver<Job<S>>) {
                         None => break,
                     }
                 }
-                let committed = AssertUnwindSafe(commit(&mut sink, group));
-                if committed.catch_unwind().await.is_err() {
-                    panicked();
-                }
+                guarded(commit(&mut sink, group)).await;
             }
         }
     }
@@ -243,12 +240,8 @@ fn answer(group: Vec<Request>, refused: &[Refusal]) {
 
 /// A panic drops the job's answer channel (its caller gets an error); the loop carries
 /// on with the next job.
-fn guarded(f: impl FnOnce()) {
-    if catch_unwind(AssertUnwindSafe(f)).is_err() {
-        panicked();
+async fn guarded(job: impl Future<Output = ()>) {
+    if AssertUnwindSafe(job).catch_unwind().await.is_err() {
+        tracing::error!("a store write panicked; its transaction was rolled back");
     }
-}
-
-fn panicked() {
-    tracing::error!("a store write panicked; its transaction was rolled back");
 }

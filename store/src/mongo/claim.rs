@@ -106,8 +106,9 @@ impl MongoStore {
         if chosen.is_empty() {
             return Ok(None);
         }
+        let more_waiting = chosen.len() < candidates.len() || candidates.len() >= max;
         let held = self
-            .take_and_join(&chosen, candidates.len(), max, owner, lease_ends)
+            .take_and_join(&chosen, more_waiting, owner, lease_ends)
             .await;
         // Only when the database was away: batches that fail for good (a corrupt
         // document) wait out their lease, so that the batches behind them still move.
@@ -122,8 +123,7 @@ impl MongoStore {
     async fn take_and_join(
         &self,
         chosen: &[String],
-        candidates: usize,
-        max: usize,
+        more_waiting: bool,
         owner: &str,
         lease_ends: Instant,
     ) -> Result<Option<ClaimedBatch>> {
@@ -167,7 +167,6 @@ impl MongoStore {
             self.forget_batch(batch, &members, owner).await?;
             return Ok(None);
         }
-        let more_waiting = chosen.len() < candidates || candidates >= max;
         Ok(Some(claimed(
             MongoClaim {
                 batch: batch.clone(),

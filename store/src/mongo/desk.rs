@@ -7,6 +7,12 @@
 //! releases a batch once its events are in, before it answers; a batch whose lease runs
 //! out unreleased (its writer died, or its write failed) was never acknowledged, and the
 //! worker that finds it discards its events.
+//!
+//! Spares are recorded several to an insert, as many as the writer is using up: each
+//! insert costs the database about as much as a group's own write, so one a group was
+//! a third of the queue's work (BENCHMARKS.md, section 18). The desk aims to hold
+//! `wanted` spares: it doubles when the writer finds none ready, and halves when spares
+//! grow too old to hand out, so a quiet site records few that go to waste.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,8 +26,11 @@ use crate::new_claim_token;
 
 /// The owner of a batch whose events are still being written.
 pub(super) const ENQUEUER: &str = "enqueuer";
-/// Spares kept ready.
-const SPARES: usize = 4;
+/// Fewest spares the desk aims to hold.
+const MIN_WANTED: usize = 4;
+/// Most spares the desk aims to hold: at a thousand groups a second, an insert every
+/// few dozen milliseconds.
+const MAX_WANTED: usize = 64;
 
 /// Shared by every clone of one store.
 #[derive(Debug)]
@@ -32,9 +41,11 @@ pub(super) struct BatchDesk {
     work: Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DeskState {
     spares: Vec<(String, Instant)>,
+    /// How many spares to hold (see the module doc).
+    wanted: usize,
     running: bool,
     /// The batch handed out last: none older is handed out after it.
     last: String,
@@ -45,7 +56,7 @@ impl BatchDesk {
         Arc::new(Self {
             batches,
             lease,
-            state: Mutex::default(),
+            state: Mutex::new(DeskState::new()),
             work: Notify::new(),
         })
     }
@@ -55,24 +66,7 @@ impl BatchDesk {
     /// arrival order. The desk records more behind either.
     pub(super) fn spare(self: &Arc<Self>) -> Result<String, String> {
         let mut state = crate::lock(&self.state);
-        let young = self.lease / 2;
-        // Claims take batches in id order, so batches are handed out in id order too:
-        // the oldest spare first, and none older than one handed out already (spares
-        // recorded while the writer recorded its own). Those and spares too old are
-        // dropped here; in the database their leases run out, and the first worker to
-        // take one over finds it empty and deletes it.
-        let last = std::mem::take(&mut state.last);
-        state
-            .spares
-            .retain(|(batch, recorded)| recorded.elapsed() < young && *batch > last);
-        let spare = if state.spares.is_empty() {
-            Err(new_claim_token())
-        } else {
-            Ok(state.spares.remove(0).0)
-        };
-        state.last = match &spare {
-            Ok(batch) | Err(batch) => batch.clone(),
-        };
+        let spare = state.hand_out(self.lease / 2);
         if !state.running {
             state.running = true;
             tokio::spawn(Arc::clone(self).serve());
@@ -87,11 +81,11 @@ impl BatchDesk {
         Ok(batch)
     }
 
-    /// Tops the spares up whenever one is taken.
+    /// Tops the spares up to `wanted` once half of them are taken.
     async fn serve(self: Arc<Self>) {
         loop {
             self.work.notified().await;
-            let missing = SPARES.saturating_sub(crate::lock(&self.state).spares.len());
+            let missing = crate::lock(&self.state).to_record();
             if missing == 0 {
                 continue;
             }
@@ -109,7 +103,135 @@ impl BatchDesk {
     }
 }
 
+impl DeskState {
+    fn new() -> Self {
+        Self {
+            spares: Vec::new(),
+            wanted: MIN_WANTED,
+            running: false,
+            last: String::new(),
+        }
+    }
+
+    /// The oldest spare recorded within `young`, or a new id to record (see
+    /// [`BatchDesk::spare`]); adjusts `wanted` (see the module doc).
+    fn hand_out(&mut self, young: Duration) -> Result<String, String> {
+        // Claims take batches in id order, so batches are handed out in id order too:
+        // the oldest spare first, and none older than one handed out already (spares
+        // recorded while the writer recorded its own). Those and spares too old are
+        // dropped here; in the database their leases run out, and the first worker to
+        // take one over finds it empty and deletes it.
+        let last = std::mem::take(&mut self.last);
+        let held = self.spares.len();
+        self.spares
+            .retain(|(batch, recorded)| recorded.elapsed() < young && *batch > last);
+        let aged = self.spares.len() < held;
+        if aged {
+            self.wanted = (self.wanted / 2).max(MIN_WANTED);
+        }
+        let spare = if self.spares.is_empty() {
+            // Out because they aged is a quiet writer, not a busy one.
+            if !aged {
+                self.wanted = (self.wanted * 2).min(MAX_WANTED);
+            }
+            Err(new_claim_token())
+        } else {
+            Ok(self.spares.remove(0).0)
+        };
+        self.last = match &spare {
+            Ok(batch) | Err(batch) => batch.clone(),
+        };
+        spare
+    }
+
+    /// How many spares to record now: none until half of `wanted` are taken.
+    fn to_record(&self) -> usize {
+        if self.spares.len() > self.wanted / 2 {
+            0
+        } else {
+            self.wanted - self.spares.len()
+        }
+    }
+}
+
 /// A batch held by this process's writer until `lease` from now.
 fn held(batch: &str, lease: Duration) -> Document {
     doc! { "_id": batch, "owner": ENQUEUER, "until": lease_end(lease) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YOUNG: Duration = Duration::from_secs(15);
+
+    fn recorded(state: &mut DeskState, n: usize, at: Instant) {
+        let ids = (0..n).map(|_| (new_claim_token(), at));
+        state.spares.extend(ids);
+    }
+
+    #[test]
+    fn a_busy_writer_gets_spares_recorded_many_to_an_insert() {
+        let mut state = DeskState::new();
+        // The desk's inserts land a few hand-outs after they start.
+        let mut landing: Option<(usize, usize)> = None;
+        let (mut inserts, mut own) = (0, 0);
+        for handed in 0..1000 {
+            if state.hand_out(YOUNG).is_err() {
+                own += 1;
+            }
+            if let Some((n, _)) = landing.filter(|(_, at)| *at <= handed) {
+                recorded(&mut state, n, Instant::now());
+                landing = None;
+            }
+            if landing.is_none() && state.to_record() > 0 {
+                landing = Some((state.to_record(), handed + 3));
+                inserts += 1;
+            }
+        }
+        assert!(state.wanted > MIN_WANTED, "wanted grew to {}", state.wanted);
+        assert!(
+            inserts + own < 1000 / 5,
+            "{inserts} + {own} inserts for 1000 batches"
+        );
+    }
+
+    #[test]
+    fn spares_that_grow_old_shrink_what_is_wanted() {
+        let mut state = DeskState::new();
+        state.wanted = MAX_WANTED;
+        let old = Instant::now()
+            .checked_sub(YOUNG * 2)
+            .expect("the clock is past boot");
+        recorded(&mut state, 10, old);
+        assert!(
+            state.hand_out(YOUNG).is_err(),
+            "old spares are not handed out"
+        );
+        assert!(state.spares.is_empty());
+        assert_eq!(
+            state.wanted,
+            MAX_WANTED / 2,
+            "halved, and not doubled for being out"
+        );
+        recorded(&mut state, 3, old);
+        recorded(&mut state, 3, Instant::now());
+        assert!(state.hand_out(YOUNG).is_ok());
+        assert_eq!(state.wanted, MAX_WANTED / 4);
+        for _ in 0..8 {
+            recorded(&mut state, 1, old);
+            let _ = state.hand_out(YOUNG);
+        }
+        assert_eq!(state.wanted, MIN_WANTED, "never below the least");
+    }
+
+    #[test]
+    fn nothing_is_recorded_while_more_than_half_is_held() {
+        let mut state = DeskState::new();
+        state.wanted = 16;
+        recorded(&mut state, 9, Instant::now());
+        assert_eq!(state.to_record(), 0);
+        let _ = state.hand_out(YOUNG);
+        assert_eq!(state.to_record(), 8);
+    }
 }

@@ -106,8 +106,11 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
             Some(batch) => Ok(batch),
             None => claim(&store, config.batch_size).await,
         };
+        // Whether this pass found events (see `next_poll`).
+        let mut found = false;
         let moved = match batch {
             Ok(batch) => {
+                found = !batch.is_empty();
                 let ahead = held.is_empty();
                 let (moved, next) =
                     move_and_claim_next(&store, &batch, config.batch_size, ahead).await;
@@ -122,22 +125,10 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
             }
             Err(e) => Err(e),
         };
-        let next_poll = match moved {
-            // Ready events were left behind: go again at once.
-            Ok(true) => polled,
-            // Polls start POLL_MS apart, however long the move took, so that an event
-            // waits at most that long to be picked up.
-            Ok(false) => {
-                backoff = config.poll_interval;
-                polled + config.poll_interval
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed");
-                let pause = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                tokio::time::Instant::now() + pause
-            }
-        };
+        if let Err(e) = &moved {
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "batch failed");
+        }
+        let next_poll = next_poll(&moved, found, polled, config.poll_interval, &mut backoff);
         tokio::select! {
             () = tokio::time::sleep_until(next_poll) => {}
             () = &mut shutdown => break,
@@ -152,6 +143,36 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
     tracing::info!("worker stopped");
 }
 
+/// When the next pass starts, after one that started at `polled`, found events or not,
+/// and ended with `moved`: ready events were left behind (`Ok(true)`), or may have come
+/// while the ones found moved: at once. Passes that find the queue empty start
+/// `poll_interval` apart, however long the move took, so that an event waits at most
+/// that long to be picked up. A failure waits `backoff`, which doubles up to
+/// [`MAX_BACKOFF`] until a pass succeeds.
+fn next_poll(
+    moved: &Result<bool, StoreError>,
+    found: bool,
+    polled: tokio::time::Instant,
+    poll_interval: Duration,
+    backoff: &mut Duration,
+) -> tokio::time::Instant {
+    match moved {
+        Ok(more) => {
+            *backoff = poll_interval;
+            if *more || found {
+                polled
+            } else {
+                polled + poll_interval
+            }
+        }
+        Err(_) => {
+            let pause = *backoff;
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            tokio::time::Instant::now() + pause
+        }
+    }
+}
+
 /// Retries [`Store::ensure_ready`] (index creation) until it succeeds.
 pub async fn wait_until_ready(store: &Store, first_pause: Duration) {
     let mut pause = first_pause;
@@ -164,5 +185,46 @@ pub async fn wait_until_ready(store: &Store, first_pause: Duration) {
                 pause = (pause * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLL: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_pass_that_found_events_is_followed_at_once() {
+        let polled = tokio::time::Instant::now();
+        let mut backoff = POLL;
+        assert_eq!(
+            next_poll(&Ok(true), true, polled, POLL, &mut backoff),
+            polled
+        );
+        // Nothing was left behind, but more may have come while the batch moved.
+        assert_eq!(
+            next_poll(&Ok(false), true, polled, POLL, &mut backoff),
+            polled
+        );
+        // An empty queue is polled again a poll interval after the last poll began.
+        assert_eq!(
+            next_poll(&Ok(false), false, polled, POLL, &mut backoff),
+            polled + POLL
+        );
+    }
+
+    #[test]
+    fn failures_back_off_until_a_pass_succeeds() {
+        let polled = tokio::time::Instant::now();
+        let mut backoff = POLL;
+        let failed = Err(StoreError::Unavailable("down".to_owned()));
+        for _ in 0..10 {
+            let next = next_poll(&failed, true, polled, POLL, &mut backoff);
+            assert!(next > polled);
+        }
+        assert_eq!(backoff, MAX_BACKOFF);
+        next_poll(&Ok(false), false, polled, POLL, &mut backoff);
+        assert_eq!(backoff, POLL);
     }
 }

@@ -29,12 +29,11 @@ async fn claim(store: &Store, batch_size: usize) -> Result<ClaimedBatch, StoreEr
         .inspect_err(|e| beacon_telemetry::store_error(e.kind()))
 }
 
-/// Moves a claimed batch, and answers whether ready events were left behind it (so the
-/// next claim should come at once). A failure is counted in `beacon_store_errors_total`
-/// and `beacon_worker_batches_total`.
-async fn move_claimed(store: &Store, batch: &ClaimedBatch) -> Result<bool, StoreError> {
+/// Moves a claimed batch. A failure is counted in `beacon_store_errors_total` and
+/// `beacon_worker_batches_total`.
+async fn move_claimed(store: &Store, batch: &ClaimedBatch) -> Result<(), StoreError> {
     if batch.is_empty() {
-        return Ok(false);
+        return Ok(());
     }
     tracing::info!(events = batch.len(), "Processing batch...");
     let started = std::time::Instant::now();
@@ -54,7 +53,7 @@ async fn move_claimed(store: &Store, batch: &ClaimedBatch) -> Result<bool, Store
         dead_lettered = outcome.dead_lettered,
         "batch moved"
     );
-    Ok(batch.more_waiting())
+    Ok(())
 }
 
 /// Moves `batch`; when more events wait behind it and `ahead` allows, claims the next
@@ -66,7 +65,7 @@ async fn move_and_claim_next(
     batch: &ClaimedBatch,
     batch_size: usize,
     ahead: bool,
-) -> (Result<bool, StoreError>, Option<ClaimedBatch>) {
+) -> (Result<(), StoreError>, Option<ClaimedBatch>) {
     if !(ahead && batch.more_waiting()) {
         return (move_claimed(store, batch).await, None);
     }
@@ -107,10 +106,9 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
             None => claim(&store, config.batch_size).await,
         };
         // Whether this pass found events (see `next_poll`).
-        let mut found = false;
+        let found = batch.as_ref().is_ok_and(|batch| !batch.is_empty());
         let moved = match batch {
             Ok(batch) => {
-                found = !batch.is_empty();
                 let ahead = held.is_empty();
                 let (moved, next) =
                     move_and_claim_next(&store, &batch, config.batch_size, ahead).await;
@@ -144,22 +142,22 @@ pub async fn run(config: WorkerConfig, store: Store, shutdown: impl Future<Outpu
 }
 
 /// When the next pass starts, after one that started at `polled`, found events or not,
-/// and ended with `moved`: ready events were left behind (`Ok(true)`), or may have come
-/// while the ones found moved: at once. Passes that find the queue empty start
+/// and ended with `moved`. After events were found, at once: more were left behind, or
+/// may have come while the ones found moved. Passes that find the queue empty start
 /// `poll_interval` apart, however long the move took, so that an event waits at most
 /// that long to be picked up. A failure waits `backoff`, which doubles up to
 /// [`MAX_BACKOFF`] until a pass succeeds.
 fn next_poll(
-    moved: &Result<bool, StoreError>,
+    moved: &Result<(), StoreError>,
     found: bool,
     polled: tokio::time::Instant,
     poll_interval: Duration,
     backoff: &mut Duration,
 ) -> tokio::time::Instant {
     match moved {
-        Ok(more) => {
+        Ok(()) => {
             *backoff = poll_interval;
-            if *more || found {
+            if found {
                 polled
             } else {
                 polled + poll_interval
@@ -198,18 +196,11 @@ mod tests {
     fn a_pass_that_found_events_is_followed_at_once() {
         let polled = tokio::time::Instant::now();
         let mut backoff = POLL;
-        assert_eq!(
-            next_poll(&Ok(true), true, polled, POLL, &mut backoff),
-            polled
-        );
-        // Nothing was left behind, but more may have come while the batch moved.
-        assert_eq!(
-            next_poll(&Ok(false), true, polled, POLL, &mut backoff),
-            polled
-        );
+        // More were left behind, or may have come while the batch moved.
+        assert_eq!(next_poll(&Ok(()), true, polled, POLL, &mut backoff), polled);
         // An empty queue is polled again a poll interval after the last poll began.
         assert_eq!(
-            next_poll(&Ok(false), false, polled, POLL, &mut backoff),
+            next_poll(&Ok(()), false, polled, POLL, &mut backoff),
             polled + POLL
         );
     }
@@ -224,7 +215,7 @@ mod tests {
             assert!(next > polled);
         }
         assert_eq!(backoff, MAX_BACKOFF);
-        next_poll(&Ok(false), false, polled, POLL, &mut backoff);
+        next_poll(&Ok(()), false, polled, POLL, &mut backoff);
         assert_eq!(backoff, POLL);
     }
 }

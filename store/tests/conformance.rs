@@ -194,32 +194,62 @@ async fn an_event_the_server_timed_is_stored_once_when_sent_again() {
     }
 }
 
+/// Enqueues `n` page views of site `s1`, one request each, arriving a millisecond apart;
+/// answers their ids in order.
+async fn enqueue_one_by_one(store: &beacon_store::Store, n: i64, user: Option<&str>) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut e = event("s1", &format!("/{i}"), user, Utc::now());
+        e.ingested_at = Utc.timestamp_millis_opt(1_700_000_000_000 + i).unwrap();
+        ids.push(e.event_id);
+        enqueue(store, vec![e]).await;
+    }
+    ids
+}
+
+fn ids(batch: &beacon_store::ClaimedBatch) -> Vec<Uuid> {
+    batch.events.iter().map(|e| e.event_id).collect()
+}
+
 #[tokio::test]
 async fn claims_are_oldest_first_and_exclusive() {
     for mut b in TestBackend::all() {
         b.config.claim_lease = JOINING_LEASE;
         let store = open(&b).await;
-        let events: Vec<_> = (0..5)
-            .map(|i| {
-                let mut e = event("s1", &format!("/{i}"), None, Utc::now());
-                e.ingested_at = Utc.timestamp_millis_opt(1_700_000_000_000 + i).unwrap();
-                e
-            })
-            .collect();
-        for e in &events {
-            enqueue(&store, vec![e.clone()]).await;
-        }
+        let want = enqueue_one_by_one(&store, 5, None).await;
         let first = store.claim(3).await.unwrap();
         let second = store.claim(3).await.unwrap();
-        let ids = |b: &beacon_store::ClaimedBatch| -> Vec<Uuid> {
-            b.events.iter().map(|e| e.event_id).collect()
-        };
-        let want: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         assert_eq!(ids(&first), want[..3], "{}", b.name);
         assert_eq!(ids(&second), want[3..], "{}", b.name);
         // The worker claims again at once only while ready events are left behind.
         assert!(first.more_waiting(), "{}", b.name);
         assert!(!second.more_waiting(), "{}", b.name);
+    }
+}
+
+/// The embedded store deletes a move's rows from the queue while the next move runs: a
+/// claim made meanwhile must not take them again, and the depth must not count them.
+#[tokio::test]
+async fn a_claim_right_after_a_move_takes_only_the_events_behind_it() {
+    for mut b in TestBackend::all() {
+        b.config.claim_lease = JOINING_LEASE;
+        let store = open(&b).await;
+        let want = enqueue_one_by_one(&store, 6, Some("u1")).await;
+        let first = store.claim(3).await.unwrap();
+        assert_eq!(
+            store.move_batch(&first).await.unwrap().inserted,
+            3,
+            "{}",
+            b.name
+        );
+        let second = store.claim(3).await.unwrap();
+        assert_eq!(ids(&second), want[3..], "{}", b.name);
+        assert_eq!(store.queue_depth().await.unwrap(), 3, "{}", b.name);
+        let outcome = store.move_batch(&second).await.unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (3, 0), "{}", b.name);
+        assert!(store.claim(3).await.unwrap().is_empty(), "{}", b.name);
+        assert_eq!(store.queue_depth().await.unwrap(), 0, "{}", b.name);
+        assert_eq!(all_stats(&store, "s1").await.total_events, 6, "{}", b.name);
     }
 }
 

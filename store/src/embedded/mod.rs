@@ -10,7 +10,8 @@
 //!
 //! A claim is a range of queue rows, held in memory: one process owns the files. Moving
 //! a batch is one transaction in `beacon.db` (insert what is not yet in `events`, add
-//! exactly those events to the rollups), then deleting the range from the queue.
+//! exactly those events to the rollups), then deleting the range from the queue, which
+//! goes on while the next move runs.
 //!
 //! Files, one concern each:
 //! - `open`: connections, pragmas and the schema;
@@ -71,6 +72,8 @@ pub struct EmbeddedStore {
     keys: Keys,
     /// Live claims by token.
     claims: Arc<Mutex<HashMap<String, queue::RangeClaim>>>,
+    /// The last move's delete of its rows from the queue, while it runs (see `moves`).
+    deleting: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     // Shared, not copied: the server clones the store for every request.
     path: Arc<Path>,
     queue: Arc<str>,

@@ -4,6 +4,13 @@
 //! `queue.db`. A crash between the two leaves the rows queued, and moving them again
 //! inserts and counts nothing.
 //!
+//! The delete runs on the queue's writer while the next move's transaction runs on
+//! `beacon.db`'s: under load it waits behind the queue's group commits, and a move that
+//! waited for it left `beacon.db`'s writer idle for a sixth of its time (BENCHMARKS.md,
+//! section 19). One delete at most is in flight: a move waits for the one before its
+//! own, and so does a reading of the queue's depth. The claim is dropped only once its
+//! rows are gone, so no other claim takes them meanwhile.
+//!
 //! Only the claimed events still queued are inserted: an erasure deletes the queue's rows
 //! before `events`' (see `rights`), so a move that comes after it inserts nothing of the
 //! user. Each insert says whether it added the row, so exactly those are counted. When
@@ -14,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -53,7 +61,7 @@ impl EmbeddedStore {
         // off the writer thread.
         let claimed_rollups = rollup::rollups_of(&keys, batch.events.iter());
         let events = Arc::clone(&batch.events);
-        let (inserted, dead_lettered) = self
+        let (inserted, dead_lettered, queued) = self
             .writer
             .run(move |file| {
                 let texts = &mut file.texts;
@@ -62,7 +70,7 @@ impl EmbeddedStore {
                 let mut states = visits::load(&tx, &visitors_of(events.iter()))?;
                 let rewrites: HashMap<Uuid, String> =
                     continuations(&events, &states).into_iter().collect();
-                let queued = still_queued(&tx, &file.queue, first, last)?;
+                let (queued, rows) = still_queued(&tx, &file.queue, first, last)?;
                 let candidates = candidates(&events, &queued, &rewrites);
                 let now = millis(Utc::now());
                 let (added, dead) = match insert_all(&mut tx, texts, &candidates, now) {
@@ -89,54 +97,91 @@ impl EmbeddedStore {
                 visits::save(&tx, &visitors_of(counted.iter().copied()), &states)?;
                 tx.commit()?;
                 texts.committed();
-                Ok((counted.len(), dead))
+                Ok((counted.len(), dead, rows))
             })
             .await?;
-        let queue = self.queue.clone();
-        let removed = self
-            .queue_writer
-            .run(move |file| {
-                let tx = file.conn.transaction()?;
-                let sql = format!("DELETE FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2");
-                let removed = tx.prepare_cached(&sql)?.execute(params![first, last])?;
-                count_queued(&tx, &queue, -(removed as i64))?;
-                tx.commit()?;
-                shrink(&file.conn)?;
-                Ok(removed)
-            })
-            .await?;
-        lock(&self.claims).remove(&claim.token);
-        if removed < claimed {
-            tracing::warn!(claimed, removed, "part of the batch had already been moved");
+        let delete = self.delete_moved(claim.token.clone(), first, last);
+        let mut deleting = self.deleting.lock().await;
+        if let Some(previous) = deleting.take() {
+            let _ = previous.await; // it logs its own failure
+        }
+        *deleting = Some(tokio::spawn(delete));
+        if queued < claimed {
+            tracing::warn!(claimed, queued, "part of the batch had already been moved");
         }
         Ok(MoveOutcome {
             inserted,
-            duplicates: removed.saturating_sub(inserted + dead_lettered),
+            duplicates: queued.saturating_sub(inserted + dead_lettered),
             dead_lettered,
         })
     }
+
+    /// Deletes the moved rows `first..=last` from the queue, then drops their claim. If
+    /// the delete fails, the claim stays until its lease runs out, and the rows are moved
+    /// again (adding nothing).
+    fn delete_moved(
+        &self,
+        token: String,
+        first: i64,
+        last: i64,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (queue, writer, claims) = (
+            self.queue.clone(),
+            self.queue_writer.clone(),
+            Arc::clone(&self.claims),
+        );
+        async move {
+            let deleted = writer
+                .run(move |file| {
+                    let tx = file.conn.transaction()?;
+                    let sql = format!("DELETE FROM \"{queue}\" WHERE seq BETWEEN ?1 AND ?2");
+                    let removed = tx.prepare_cached(&sql)?.execute(params![first, last])?;
+                    count_queued(&tx, &queue, -(removed as i64))?;
+                    tx.commit()?;
+                    shrink(&file.conn)?;
+                    Ok(())
+                })
+                .await;
+            match deleted {
+                Ok(()) => {
+                    lock(&claims).remove(&token);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "moved rows were not deleted from the queue: they will be moved again, adding nothing");
+                }
+            }
+        }
+    }
+
+    /// Waits for the delete of the last move's rows, if one is in flight.
+    pub(super) async fn settle_deletes(&self) {
+        if let Some(previous) = self.deleting.lock().await.take() {
+            let _ = previous.await;
+        }
+    }
 }
 
-/// The queue rows still in `first..=last`, by event id: an erasure since the claim may
-/// have deleted some.
+/// The queue rows still in `first..=last`, by event id (an erasure since the claim may
+/// have deleted some), and how many rows that is (a copy sent twice is two).
 fn still_queued(
     tx: &Transaction<'_>,
     queue: &str,
     first: i64,
     last: i64,
-) -> Result<HashMap<Uuid, i64>> {
+) -> Result<(HashMap<Uuid, i64>, usize)> {
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT event_id, seq FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2"
     ))?;
     let rows = stmt.query_map(params![first, last], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
     })?;
-    let mut queued = HashMap::new();
+    let (mut queued, mut count) = (HashMap::new(), 0);
     for row in rows {
         let (id, seq) = row?;
         queued.insert(parse_id(&id)?, seq);
+        count += 1;
     }
-    Ok(queued)
+    Ok((queued, count))
 }
 
 /// The claimed events to insert: those still queued, each once (a batch may hold a copy

@@ -61,6 +61,7 @@ impl EmbeddedStore {
             readers,
             keys,
             claims: Arc::default(),
+            deleting: Arc::default(),
             path: path.into(),
             queue: Arc::clone(&queue),
             claim_lease: config.claim_lease,

@@ -190,8 +190,10 @@ impl EmbeddedStore {
 
     /// The depth is counted in `queue_counts`, in the same transactions that add and
     /// delete rows, so reading it costs one row however deep the queue; the oldest row
-    /// is the first by `seq`.
+    /// is the first by `seq`. A move's delete in flight is waited for, so that the rows
+    /// of a finished move are never counted.
     pub(crate) async fn queue_status(&self) -> Result<QueueStatus> {
+        self.settle_deletes().await;
         let (depth, oldest): (i64, Option<i64>) = self
             .read(|conn, queue| {
                 let depth = conn

@@ -15,6 +15,10 @@ use super::queue::events_in;
 use crate::record::Claim;
 use crate::{ClaimedBatch, QueuedEvent, Result, StoreError, new_claim_token};
 
+/// Most failed claims remembered for handing back their batches; past it, the oldest's
+/// are left to their lease.
+const MAX_UNRETURNED: usize = 64;
+
 /// A worker's hold on a batch and its members.
 #[derive(Debug)]
 pub(crate) struct MongoClaim {
@@ -35,6 +39,7 @@ impl MongoStore {
     /// discarded on the way.
     pub(crate) async fn claim(&self, max: usize) -> Result<ClaimedBatch> {
         self.check_ready()?;
+        self.hand_back_unreturned().await?;
         let owner = new_claim_token();
         // Measured before the lease is written, so this worker's view ends no later.
         let lease_ends = Instant::now() + self.claim_lease;
@@ -182,18 +187,39 @@ impl MongoStore {
     /// Hands back, released, the batches a claim took before it failed (the database
     /// dropped the connection, perhaps after taking them), so that the next poll takes
     /// them at once instead of after their lease. None of them has been moved: the
-    /// claim never answered them. If this fails too, their lease hands them on.
+    /// claim never answered them. If this fails too, the next claim hands them back.
     async fn release_taken(&self, owner: &str) {
-        let released = self
-            .batches
+        if let Err(e) = self.hand_back(&[owner.to_owned()]).await {
+            tracing::warn!(error = %e, "a failed claim's batches were not handed back yet: the next claim will");
+            let mut unreturned = crate::lock(&self.unreturned);
+            if unreturned.len() == MAX_UNRETURNED {
+                unreturned.remove(0); // their lease hands them on
+            }
+            unreturned.push(owner.to_owned());
+        }
+    }
+
+    /// Hands back the batches of failed claims that could not hand them back themselves.
+    async fn hand_back_unreturned(&self) -> Result<()> {
+        let owners = crate::lock(&self.unreturned).clone();
+        if owners.is_empty() {
+            return Ok(());
+        }
+        self.hand_back(&owners).await?;
+        crate::lock(&self.unreturned).retain(|owner| !owners.contains(owner));
+        Ok(())
+    }
+
+    /// Releases the batches `owners` hold. A batch that another worker took over after
+    /// its lease has another owner, and is left alone.
+    async fn hand_back(&self, owners: &[String]) -> Result<()> {
+        self.batches
             .update_many(
-                doc! { "owner": owner },
+                doc! { "owner": { "$in": owners } },
                 doc! { "$set": { "owner": "", "until": released() }, "$unset": { "member_of": "" } },
             )
-            .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %e, "a failed claim's batches were not handed back: their lease will");
-        }
+            .await?;
+        Ok(())
     }
 
     /// Deletes the events of a batch its writer never released, then the batch.

@@ -136,6 +136,9 @@ pub struct MongoStore {
     writer: Writer<queue::QueueSink>,
     /// Batches this process moved lately, oldest first: their `applied` entries can go.
     finished: Arc<Mutex<VecDeque<String>>>,
+    /// Claims that failed and could not hand back the batches they took (the database
+    /// was away): the next claim hands them back (see `claim`).
+    unreturned: Arc<Mutex<Vec<String>>>,
 }
 
 impl MongoStore {

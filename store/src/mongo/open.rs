@@ -84,6 +84,7 @@ impl MongoStore {
             ready,
             writer: Writer::spawn(sink),
             finished: Arc::default(),
+            unreturned: Arc::default(),
         })
     }
 

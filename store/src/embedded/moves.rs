@@ -102,9 +102,7 @@ impl EmbeddedStore {
             .await?;
         let delete = self.delete_moved(claim.token.clone(), first, last);
         let mut deleting = self.deleting.lock().await;
-        if let Some(previous) = deleting.take() {
-            let _ = previous.await; // it logs its own failure
-        }
+        wait_for(&mut deleting).await;
         *deleting = Some(tokio::spawn(delete));
         if queued < claimed {
             tracing::warn!(claimed, queued, "part of the batch had already been moved");
@@ -155,9 +153,15 @@ impl EmbeddedStore {
 
     /// Waits for the delete of the last move's rows, if one is in flight.
     pub(super) async fn settle_deletes(&self) {
-        if let Some(previous) = self.deleting.lock().await.take() {
-            let _ = previous.await;
-        }
+        wait_for(&mut *self.deleting.lock().await).await;
+    }
+}
+
+/// Waits for the delete in `slot`, if any, and empties it. The delete logs its own
+/// failure.
+async fn wait_for(slot: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(delete) = slot.take() {
+        let _ = delete.await;
     }
 }
 

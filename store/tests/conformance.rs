@@ -194,6 +194,60 @@ async fn an_event_the_server_timed_is_stored_once_when_sent_again() {
     }
 }
 
+/// A batch bigger than one insert statement's rows, new events among resends of both
+/// kinds (timed by the client, and by the server with a new arrival): each event is
+/// stored and counted once, and the move tells the new from the resent exactly.
+#[tokio::test]
+async fn a_big_batch_of_new_and_resent_events_stores_each_once() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let at = Utc::now() - TimeDelta::minutes(5);
+        let first: Vec<QueuedEvent> = (0..100)
+            .map(|i| {
+                let mut e = event("s1", &format!("/{i}"), Some("u1"), at);
+                if i % 2 == 0 {
+                    e.timestamp = e.ingested_at; // timed by the server
+                }
+                e
+            })
+            .collect();
+        enqueue(&store, first.clone()).await;
+        assert_eq!(drain(&store).await, 100, "{}", b.name);
+        let later = Utc.timestamp_millis_opt(first[0].ingested_at.timestamp_millis() + 1000);
+        let later = later.unwrap();
+        let mut second: Vec<QueuedEvent> = Vec::new();
+        for (i, old) in first.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            let mut resent = old.clone();
+            resent.ingested_at = later;
+            if i % 2 == 0 {
+                resent.timestamp = later;
+            }
+            second.push(resent);
+        }
+        let resent = second.len();
+        for i in 0..70 {
+            second.push(event("s1", &format!("/new/{i}"), Some("u2"), at));
+        }
+        enqueue(&store, second).await;
+        let batch = store.claim(1000).await.unwrap();
+        assert_eq!(batch.len(), resent + 70, "{}", b.name);
+        let outcome = store.move_batch(&batch).await.unwrap();
+        assert_eq!(
+            (outcome.inserted, outcome.duplicates),
+            (70, resent),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            all_stats(&store, "s1").await.total_events,
+            170,
+            "{}",
+            b.name
+        );
+        assert_eq!(stored_ids(&store, "s1").await.len(), 170, "{}", b.name);
+    }
+}
+
 /// Enqueues `n` page views of site `s1`, one request each, arriving a millisecond apart;
 /// answers their ids in order.
 async fn enqueue_one_by_one(store: &beacon_store::Store, n: i64, user: Option<&str>) -> Vec<Uuid> {

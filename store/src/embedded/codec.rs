@@ -97,6 +97,17 @@ pub(super) fn read_context(row: &Row<'_>, first: usize) -> Result<Context> {
     }
 }
 
+/// The `VALUES` of a multi-row insert: `rows` rows of `columns` parameters each,
+/// numbered `?1…` row after row.
+pub(super) fn values(columns: usize, rows: usize) -> String {
+    let row = |r: usize| {
+        let first = r * columns + 1;
+        let params: Vec<String> = (first..first + columns).map(|i| format!("?{i}")).collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
 /// A value id as SQLite stores it: the same 64 bits, as a signed integer.
 pub(super) fn sql_id(id: u64) -> i64 {
     i64::from_le_bytes(id.to_le_bytes())

@@ -17,12 +17,14 @@
 //! Rows are read back whole through [`SELECT`] and [`read`], which decodes each context
 //! once per read however many events share it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row as SqlRow, Statement};
 use uuid::Uuid;
 
-use super::codec::{parse_props, props_json, read_event};
+use super::codec::{parse_props, props_json, values};
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// The tables: `events` (keyed by site, time and id), `server_timed` and `texts`.
@@ -50,7 +52,7 @@ pub(super) const SELECT: &str = "SELECT e.id, s.value, t.value, e.path, e.user_i
         LEFT JOIN texts c ON c.id = e.context";
 
 /// Reads a row of [`SELECT`]; `contexts` keeps the contexts decoded so far, by id.
-pub(super) fn read(row: &Row<'_>, contexts: &mut HashMap<i64, Context>) -> Result<QueuedEvent> {
+pub(super) fn read(row: &SqlRow<'_>, contexts: &mut HashMap<i64, Context>) -> Result<QueuedEvent> {
     let id: Vec<u8> = row.get(0)?;
     let time: i64 = row.get(5)?;
     let props: Option<String> = row.get(7)?;
@@ -95,11 +97,11 @@ const CACHED_BYTES: usize = 4 << 20;
 #[derive(Debug, Default)]
 pub(crate) struct Texts {
     /// Committed ids.
-    cache: HashMap<String, i64>,
+    cache: HashMap<String, i64, ahash::RandomState>,
     /// The bytes of `cache`'s texts.
     cached_bytes: usize,
     /// Ids read or added since the last commit, which a rollback may undo.
-    pending: HashMap<String, i64>,
+    pending: HashMap<String, i64, ahash::RandomState>,
 }
 
 impl Texts {
@@ -149,16 +151,110 @@ impl Texts {
     }
 }
 
-/// Inserts `e`, moved at `processed_at`, unless an event with its id is stored (see the
-/// module doc); answers whether it did.
+/// Rows to one insert statement: a multi-row insert keeps one cursor for all its rows,
+/// so that rows in key order land where the last one did without a descent from the
+/// root, and pays a statement's set-up once.
+const ROWS_PER_INSERT: usize = 32;
+
+/// The columns an insert into `events` sets, in the order [`bind_row`] binds them.
+const COLUMNS: [&str; 10] = [
+    "id",
+    "site",
+    "time",
+    "type",
+    "path",
+    "user_id",
+    "ingested",
+    "processed",
+    "props",
+    "context",
+];
+
+/// The inserts into `events` and `server_timed`, of [`ROWS_PER_INSERT`] rows and of one;
+/// each answers the ids it added.
+static INSERTS: LazyLock<[Inserts; 2]> = LazyLock::new(|| {
+    let events = |rows| {
+        format!(
+            "INSERT OR IGNORE INTO events ({}) VALUES {} RETURNING id",
+            COLUMNS.join(", "),
+            values(COLUMNS.len(), rows)
+        )
+    };
+    let server_timed = |rows| {
+        format!(
+            "INSERT OR IGNORE INTO server_timed (id) VALUES {} RETURNING id",
+            values(1, rows)
+        )
+    };
+    [
+        Inserts {
+            many: events(ROWS_PER_INSERT),
+            one: events(1),
+        },
+        Inserts {
+            many: server_timed(ROWS_PER_INSERT),
+            one: server_timed(1),
+        },
+    ]
+});
+
+/// An insert's text for full chunks of rows and for the rest, one by one: two
+/// statements to prepare, whatever the number of rows.
+struct Inserts {
+    many: String,
+    one: String,
+}
+
+/// A row of `events`, its texts' ids looked up.
+struct Row<'a> {
+    e: &'a QueuedEvent,
+    site: i64,
+    event_type: i64,
+    context: Option<i64>,
+    props: Option<String>,
+}
+
+/// Inserts `events`, moved at `processed_at`, each unless an event with its id is stored
+/// (see the module doc); answers, for each, whether it was added.
 pub(super) fn insert(
     conn: &Connection,
     texts: &mut Texts,
-    e: &QueuedEvent,
+    events: &[&QueuedEvent],
     processed_at: i64,
-) -> rusqlite::Result<bool> {
-    let site = texts.id(conn, &e.site_id)?;
-    let event_type = texts.id(conn, &e.event_type)?;
+) -> rusqlite::Result<Vec<bool>> {
+    let server_timed: Vec<&QueuedEvent> = events
+        .iter()
+        .copied()
+        .filter(|e| is_server_timed(e))
+        .collect();
+    let new_ids = insert_rows(conn, &INSERTS[1], &server_timed, 1, |stmt, first, e| {
+        stmt.raw_bind_parameter(first, e.event_id.as_bytes())
+    })?;
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        if is_server_timed(e) && !new_ids.contains(&e.event_id) {
+            continue;
+        }
+        rows.push(row(conn, texts, e)?);
+    }
+    let added = insert_rows(
+        conn,
+        &INSERTS[0],
+        &rows,
+        COLUMNS.len(),
+        |stmt, first, row| bind_row(stmt, first, row, processed_at),
+    )?;
+    Ok(events.iter().map(|e| added.contains(&e.event_id)).collect())
+}
+
+/// Whether the server timed `e` (its arrival is its time): its resend gets another time,
+/// so another key, and only `server_timed` catches it.
+fn is_server_timed(e: &QueuedEvent) -> bool {
+    e.ingested_at == e.timestamp
+}
+
+/// `e` as a row: its texts' ids (added if new) and its props as text.
+fn row<'a>(conn: &Connection, texts: &mut Texts, e: &'a QueuedEvent) -> rusqlite::Result<Row<'a>> {
     let values = e.context.values();
     let context = if values.iter().all(Option::is_none) {
         None
@@ -167,40 +263,72 @@ pub(super) fn insert(
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Some(texts.id(conn, &json)?)
     };
-    let props = props_json(e).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
-    let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
-    if ingested == time && !remember_server_timed(conn, e.event_id.as_bytes())? {
-        return Ok(false);
-    }
-    let added = conn
-        .prepare_cached(
-            "INSERT INTO events (id, site, time, type, path, user_id, ingested, processed,
-                 props, context)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
-            e.event_id.as_bytes(),
-            site,
-            time,
-            event_type,
-            e.path,
-            e.user_id,
-            ingested.saturating_sub(time),
-            processed_at.saturating_sub(ingested),
-            props,
-            context,
-        ])?;
-    Ok(added == 1)
+    Ok(Row {
+        e,
+        site: texts.id(conn, &e.site_id)?,
+        event_type: texts.id(conn, &e.event_type)?,
+        context,
+        props: props_json(e).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?,
+    })
 }
 
-/// Keeps the id of an event the server timed (its arrival is its time); answers whether
-/// it is new. An event sent with its own time needs none: its key catches a resend.
-fn remember_server_timed(conn: &Connection, id: &[u8]) -> rusqlite::Result<bool> {
-    Ok(conn
-        .prepare_cached("INSERT INTO server_timed (id) VALUES (?1) ON CONFLICT DO NOTHING")?
-        .execute([id])?
-        == 1)
+/// Binds `row` to the parameters `?first…`, in [`COLUMNS`]' order.
+fn bind_row(
+    stmt: &mut Statement<'_>,
+    first: usize,
+    row: &Row<'_>,
+    processed_at: i64,
+) -> rusqlite::Result<()> {
+    let e = row.e;
+    let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
+    stmt.raw_bind_parameter(first, e.event_id.as_bytes())?;
+    stmt.raw_bind_parameter(first + 1, row.site)?;
+    stmt.raw_bind_parameter(first + 2, time)?;
+    stmt.raw_bind_parameter(first + 3, row.event_type)?;
+    stmt.raw_bind_parameter(first + 4, &e.path)?;
+    stmt.raw_bind_parameter(first + 5, &e.user_id)?;
+    stmt.raw_bind_parameter(first + 6, ingested.saturating_sub(time))?;
+    stmt.raw_bind_parameter(first + 7, processed_at.saturating_sub(ingested))?;
+    stmt.raw_bind_parameter(first + 8, &row.props)?;
+    stmt.raw_bind_parameter(first + 9, row.context)
+}
+
+/// Runs `inserts` over `rows`, [`ROWS_PER_INSERT`] to a statement and the rest one by
+/// one, `bind` binding a row of `per_row` parameters; answers the ids added.
+fn insert_rows<T>(
+    conn: &Connection,
+    inserts: &Inserts,
+    rows: &[T],
+    per_row: usize,
+    bind: impl Fn(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<HashSet<Uuid, ahash::RandomState>> {
+    let mut added: HashSet<Uuid, ahash::RandomState> = HashSet::default();
+    added.reserve(rows.len());
+    let full = rows.len() - rows.len() % ROWS_PER_INSERT;
+    let (many, rest) = rows.split_at(full);
+    for (per_insert, sql, group) in [
+        (ROWS_PER_INSERT, &inserts.many, many),
+        (1, &inserts.one, rest),
+    ] {
+        if group.is_empty() {
+            continue;
+        }
+        let mut stmt = conn.prepare_cached(sql)?;
+        for chunk in group.chunks(per_insert) {
+            for (i, row) in chunk.iter().enumerate() {
+                bind(&mut stmt, i * per_row + 1, row)?;
+            }
+            let mut ids = stmt.raw_query();
+            while let Some(id) = ids.next()? {
+                let id: Vec<u8> = id.get(0)?;
+                let id = Uuid::from_slice(&id).map_err(|err| {
+                    rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(err))
+                })?;
+                added.insert(id);
+            }
+        }
+    }
+    Ok(added)
 }
 
 /// Forgets the ids of deleted events the server timed: `deleted` is what a `DELETE …
@@ -213,86 +341,6 @@ pub(super) fn forget_server_timed(
     for (id, _) in deleted.iter().filter(|(_, ingested)| *ingested == 0) {
         forget.execute([id])?;
     }
-    Ok(())
-}
-
-/// The layouts `events` has had, oldest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Layout {
-    /// Text ids, and every text in every row.
-    First,
-    /// Keyed by id, with an index on (site, time).
-    Second,
-    /// This one.
-    Current,
-}
-
-/// The layout of `events` in `conn`'s file.
-pub(super) fn layout(conn: &Connection) -> Result<Layout> {
-    let column = |name: &str| -> Result<Option<i64>> {
-        Ok(conn
-            .prepare_cached("SELECT pk FROM pragma_table_info('events') WHERE name = ?1")?
-            .query_row([name], |r| r.get(0))
-            .optional()?)
-    };
-    Ok(if column("event_id")?.is_some() {
-        Layout::First
-    } else if column("id")? == Some(1) {
-        Layout::Second
-    } else {
-        Layout::Current
-    })
-}
-
-/// Rewrites `events` of an earlier layout into this one, in one transaction: a crash
-/// leaves the old table whole, to be rewritten again. The old table's pages are then
-/// given back (`open::shrink`).
-pub(super) fn upgrade(conn: &mut Connection) -> Result<()> {
-    let from = layout(conn)?;
-    if from == Layout::Current {
-        return Ok(());
-    }
-    tracing::info!(
-        ?from,
-        "rewriting events into the current layout: once, at start-up"
-    );
-    let tx = conn.transaction()?;
-    tx.execute_batch("ALTER TABLE events RENAME TO events_old;")?;
-    tx.execute_batch(SCHEMA)?;
-    let n = if from == Layout::First {
-        let mut texts = Texts::default();
-        let mut n = 0u64;
-        let mut rows = tx.prepare(&format!(
-            "SELECT {}, processed_at FROM events_old ORDER BY site_id, timestamp",
-            super::codec::EVENT_COLUMNS
-        ))?;
-        let mut rows = rows.query([])?;
-        while let Some(row) = rows.next()? {
-            let event = read_event(row, 0)?;
-            let processed_at: i64 = row.get(super::codec::EVENT_COLUMN_COUNT)?;
-            insert(&tx, &mut texts, &event, processed_at)?;
-            n += 1;
-        }
-        n
-    } else {
-        let columns = "site, time, id, type, path, user_id, ingested, processed, props, context";
-        tx.execute(
-            "INSERT INTO server_timed (id) SELECT id FROM events_old WHERE ingested = 0",
-            [],
-        )?;
-        tx.execute(
-            &format!(
-                "INSERT INTO events ({columns}) SELECT {columns} FROM events_old
-                 ORDER BY site, time, id"
-            ),
-            [],
-        )? as u64
-    };
-    tx.execute_batch("DROP TABLE events_old")?;
-    tx.commit()?;
-    tracing::info!(events = n, "events rewritten");
-    // The old table's pages are free now; give them back to the file system.
-    super::open::shrink(conn)?;
     Ok(())
 }
 

@@ -35,6 +35,7 @@ mod rollups;
 mod salts;
 mod sites;
 mod stats;
+mod upgrade;
 mod visits;
 
 use std::collections::HashMap;

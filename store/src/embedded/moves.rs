@@ -70,13 +70,22 @@ impl EmbeddedStore {
                 let mut states = visits::load(&tx, &visitors_of(events.iter()))?;
                 let rewrites: HashMap<Uuid, String> =
                     continuations(&events, &states).into_iter().collect();
-                let (queued, rows) = still_queued(&tx, &file.queue, first, last)?;
-                let candidates = candidates(&events, &queued, &rewrites);
+                let rows = count_rows(&tx, &file.queue, first, last)?;
+                // No row gone since the claim: every claimed event is still queued.
+                let queued = match rows == claimed {
+                    true => None,
+                    false => Some(still_queued(&tx, &file.queue, first, last)?),
+                };
+                let candidates = candidates(&events, queued.as_ref(), &rewrites);
                 let now = millis(Utc::now());
                 let (added, dead) = match insert_all(&mut tx, texts, &candidates, now) {
                     Ok(added) => (added, 0),
                     Err(e) if sqlite_refused(&e) => {
                         texts.rolled_back();
+                        let queued = match queued {
+                            Some(queued) => queued,
+                            None => still_queued(&tx, &file.queue, first, last)?,
+                        };
                         insert_one_by_one(&mut tx, texts, &file.queue, &candidates, &queued, now)?
                     }
                     Err(e) => return Err(e.into()),
@@ -165,41 +174,50 @@ async fn wait_for(slot: &mut Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// The queue rows still in `first..=last`, by event id (an erasure since the claim may
-/// have deleted some), and how many rows that is (a copy sent twice is two).
+/// How many queue rows are still in `first..=last` (an erasure since the claim may have
+/// deleted some; a copy sent twice is two rows).
+fn count_rows(tx: &Transaction<'_>, queue: &str, first: i64, last: i64) -> Result<usize> {
+    let n: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2"
+        ))?
+        .query_row(params![first, last], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or_default())
+}
+
+/// The queue rows still in `first..=last`, by event id.
 fn still_queued(
     tx: &Transaction<'_>,
     queue: &str,
     first: i64,
     last: i64,
-) -> Result<(HashMap<Uuid, i64>, usize)> {
+) -> Result<HashMap<Uuid, i64>> {
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT event_id, seq FROM q.\"{queue}\" WHERE seq BETWEEN ?1 AND ?2"
     ))?;
     let rows = stmt.query_map(params![first, last], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
     })?;
-    let (mut queued, mut count) = (HashMap::new(), 0);
+    let mut queued = HashMap::new();
     for row in rows {
         let (id, seq) = row?;
         queued.insert(parse_id(&id)?, seq);
-        count += 1;
     }
-    Ok((queued, count))
+    Ok(queued)
 }
 
-/// The claimed events to insert: those still queued, each once (a batch may hold a copy
+/// The claimed events to insert: those still queued (all when `queued` is `None`), each once (a batch may hold a copy
 /// twice), under the user it is counted for. In the order of `events`' key, so that
 /// rows that go next to each other are written together and pages fill up.
 fn candidates<'a>(
     events: &'a [QueuedEvent],
-    queued: &HashMap<Uuid, i64>,
+    queued: Option<&HashMap<Uuid, i64>>,
     rewrites: &HashMap<Uuid, String>,
 ) -> Vec<Cow<'a, QueuedEvent>> {
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<Uuid, ahash::RandomState> = HashSet::default();
     let mut candidates = events
         .iter()
-        .filter(|e| queued.contains_key(&e.event_id) && seen.insert(e.event_id))
+        .filter(|e| queued.is_none_or(|q| q.contains_key(&e.event_id)) && seen.insert(e.event_id))
         .map(|e| match rewrites.get(&e.event_id) {
             Some(user) => Cow::Owned(QueuedEvent {
                 user_id: Some(user.clone()),
@@ -222,10 +240,8 @@ fn insert_all(
     now: i64,
 ) -> rusqlite::Result<Vec<bool>> {
     let attempt = tx.savepoint()?;
-    let added = candidates
-        .iter()
-        .map(|e| events::insert(&attempt, texts, e, now))
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows: Vec<&QueuedEvent> = candidates.iter().map(AsRef::as_ref).collect();
+    let added = events::insert(&attempt, texts, &rows, now)?;
     attempt.commit()?;
     Ok(added)
 }
@@ -245,10 +261,10 @@ fn insert_one_by_one(
     let mut dead = 0;
     for e in candidates {
         let one = tx.savepoint()?;
-        match events::insert(&one, texts, e, now) {
+        match events::insert(&one, texts, &[e.as_ref()], now) {
             Ok(new) => {
                 one.commit()?;
-                added.push(new);
+                added.extend(new);
             }
             Err(err) if sqlite_refused(&err) => {
                 drop(one); // rolls the attempt back

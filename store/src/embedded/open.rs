@@ -8,9 +8,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, params};
 
 use super::codec::CONTEXT_FIELDS;
-use super::events;
 use super::queue::Inserts;
 use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
+use super::{events, upgrade};
 use crate::group::Writer;
 use crate::rollup::EXTRA_NAMES;
 use crate::rollup::hash::{self, Keys};
@@ -40,7 +40,7 @@ impl EmbeddedStore {
                 let mut writer = connect(&path)?;
                 give_space_back(&writer)?;
                 create_schema(&writer)?;
-                events::upgrade(&mut writer)?;
+                upgrade::upgrade(&mut writer)?;
                 attach_queue(&writer, &queue_path)?;
                 let keys = install_keys(&writer)?;
                 let readers = readers(path.clone(), queue_path)?;
@@ -248,8 +248,8 @@ fn create_schema(conn: &Connection) -> Result<()> {
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS api_keys_site ON api_keys (site_id);"
     ))?;
-    // A store of the first layout keeps its `events` until `events::upgrade`.
-    if events::layout(conn)? == events::Layout::First {
+    // A store of the first layout keeps its `events` until `upgrade::upgrade`.
+    if upgrade::layout(conn)? == upgrade::Layout::First {
         add_missing_columns(conn, "events", CONTEXT_FIELDS)?;
     } else {
         conn.execute_batch(events::SCHEMA)?;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::codec::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, bind_event, read_event};
+use super::codec::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, bind_event, read_event, values};
 use super::{EmbeddedStore, SqliteFile};
 use crate::group::Sink;
 use crate::record::Claim;
@@ -90,19 +90,11 @@ impl Inserts {
     }
 }
 
-/// An insert of `rows` rows into `queue`, numbered `?1…` row after row.
+/// An insert of `rows` rows into `queue`.
 fn insert_rows(queue: &str, rows: usize) -> String {
-    let row = |r: usize| {
-        let first = r * QUEUE_COLUMN_COUNT + 1;
-        let params: Vec<String> = (first..first + QUEUE_COLUMN_COUNT)
-            .map(|i| format!("?{i}"))
-            .collect();
-        format!("({})", params.join(", "))
-    };
-    let values: Vec<String> = (0..rows).map(row).collect();
     format!(
         "INSERT INTO \"{queue}\" ({EVENT_COLUMNS}, continues) VALUES {}",
-        values.join(", ")
+        values(QUEUE_COLUMN_COUNT, rows)
     )
 }
 

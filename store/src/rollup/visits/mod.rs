@@ -32,7 +32,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -61,16 +61,20 @@ pub type Visitor = (String, String);
 /// The visitors whose states a batch needs: those of its events, and the ids of the
 /// day before that cookieless events may continue.
 pub fn visitors_of<'a>(events: impl IntoIterator<Item = &'a QueuedEvent>) -> Vec<Visitor> {
-    let mut out: Vec<Visitor> = events
+    // Deduplicated as borrowed strings, then sorted: a batch has many events per
+    // visitor, and only the distinct ones are copied and sorted.
+    let distinct: HashSet<(&str, &str), ahash::RandomState> = events
         .into_iter()
         .flat_map(|e| {
-            let site = &e.site_id;
             let user = e.user_id.iter().chain(&e.continues);
-            user.map(move |u| (site.clone(), u.clone()))
+            user.map(|u| (e.site_id.as_str(), u.as_str()))
         })
         .collect();
+    let mut out: Vec<Visitor> = distinct
+        .into_iter()
+        .map(|(site, user)| (site.to_owned(), user.to_owned()))
+        .collect();
     out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -115,7 +119,8 @@ pub fn add_visits(
     states: &mut HashMap<Visitor, VisitState>,
     out: &mut Contribution,
 ) {
-    let mut by_visitor: HashMap<(&str, &str), Vec<&QueuedEvent>> = HashMap::new();
+    let mut by_visitor: HashMap<(&str, &str), Vec<&QueuedEvent>, ahash::RandomState> =
+        HashMap::default();
     for e in events {
         if let Some(user) = &e.user_id {
             by_visitor.entry((&e.site_id, user)).or_default().push(e);

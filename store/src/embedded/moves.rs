@@ -19,7 +19,6 @@
 //! own, and those refused go to `dead_letters` with the error, so that they never hold
 //! back the rest.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -76,7 +75,8 @@ impl EmbeddedStore {
                     true => None,
                     false => Some(still_queued(&tx, &file.queue, first, last)?),
                 };
-                let candidates = candidates(&events, queued.as_ref(), &rewrites);
+                let rewritten = rewritten(&events, &rewrites);
+                let candidates = candidates(&events, queued.as_ref(), &rewritten);
                 let now = millis(Utc::now());
                 let (added, dead) = match insert_all(&mut tx, texts, &candidates, now) {
                     Ok(added) => (added, 0),
@@ -94,7 +94,7 @@ impl EmbeddedStore {
                     .iter()
                     .zip(&added)
                     .filter(|(_, added)| **added)
-                    .map(|(e, _)| e.as_ref())
+                    .map(|(e, _)| *e)
                     .collect();
                 let mut contribution = if counted.len() == claimed && rewrites.is_empty() {
                     claimed_rollups
@@ -206,25 +206,38 @@ fn still_queued(
     Ok(queued)
 }
 
-/// The claimed events to insert: those still queued (all when `queued` is `None`), each once (a batch may hold a copy
-/// twice), under the user it is counted for. In the order of `events`' key, so that
-/// rows that go next to each other are written together and pages fill up.
+/// The claimed events that continue a visit of the day before, under the user they are
+/// counted for (see `continuations`): usually none.
+fn rewritten(
+    events: &[QueuedEvent],
+    rewrites: &HashMap<Uuid, String>,
+) -> HashMap<Uuid, QueuedEvent> {
+    let rewrite = |e: &QueuedEvent| {
+        let user = rewrites.get(&e.event_id)?;
+        let e = QueuedEvent {
+            user_id: Some(user.clone()),
+            ..e.clone()
+        };
+        Some((e.event_id, e))
+    };
+    events.iter().filter_map(rewrite).collect()
+}
+
+/// The claimed events to insert: those still queued (all when `queued` is `None`), each
+/// once (a batch may hold a copy twice), as `rewritten` if there. In the order of
+/// `events`' key, so that rows that go next to each other are written together and
+/// pages fill up. By reference: an event is hundreds of bytes, too many to move while
+/// sorting.
 fn candidates<'a>(
     events: &'a [QueuedEvent],
     queued: Option<&HashMap<Uuid, i64>>,
-    rewrites: &HashMap<Uuid, String>,
-) -> Vec<Cow<'a, QueuedEvent>> {
+    rewritten: &'a HashMap<Uuid, QueuedEvent>,
+) -> Vec<&'a QueuedEvent> {
     let mut seen: HashSet<Uuid, ahash::RandomState> = HashSet::default();
     let mut candidates = events
         .iter()
         .filter(|e| queued.is_none_or(|q| q.contains_key(&e.event_id)) && seen.insert(e.event_id))
-        .map(|e| match rewrites.get(&e.event_id) {
-            Some(user) => Cow::Owned(QueuedEvent {
-                user_id: Some(user.clone()),
-                ..e.clone()
-            }),
-            None => Cow::Borrowed(e),
-        })
+        .map(|e| rewritten.get(&e.event_id).unwrap_or(e))
         .collect::<Vec<_>>();
     candidates.sort_by(|a, b| {
         (&a.site_id, a.timestamp, a.event_id).cmp(&(&b.site_id, b.timestamp, b.event_id))
@@ -236,12 +249,11 @@ fn candidates<'a>(
 fn insert_all(
     tx: &mut Transaction<'_>,
     texts: &mut Texts,
-    candidates: &[Cow<'_, QueuedEvent>],
+    candidates: &[&QueuedEvent],
     now: i64,
 ) -> rusqlite::Result<Vec<bool>> {
     let attempt = tx.savepoint()?;
-    let rows: Vec<&QueuedEvent> = candidates.iter().map(AsRef::as_ref).collect();
-    let added = events::insert(&attempt, texts, &rows, now)?;
+    let added = events::insert(&attempt, texts, candidates, now)?;
     attempt.commit()?;
     Ok(added)
 }
@@ -253,7 +265,7 @@ fn insert_one_by_one(
     tx: &mut Transaction<'_>,
     texts: &mut Texts,
     queue: &str,
-    candidates: &[Cow<'_, QueuedEvent>],
+    candidates: &[&QueuedEvent],
     queued: &HashMap<Uuid, i64>,
     now: i64,
 ) -> Result<(Vec<bool>, usize)> {
@@ -261,7 +273,7 @@ fn insert_one_by_one(
     let mut dead = 0;
     for e in candidates {
         let one = tx.savepoint()?;
-        match events::insert(&one, texts, &[e.as_ref()], now) {
+        match events::insert(&one, texts, &[*e], now) {
             Ok(new) => {
                 one.commit()?;
                 added.extend(new);

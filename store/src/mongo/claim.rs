@@ -149,7 +149,10 @@ impl MongoStore {
             Vec::new()
         } else {
             if Instant::now() >= lease_ends {
-                return Ok(None); // too slow: the lease runs out and another worker takes them
+                // Too slow: the lease ran out. Handed back at once rather than left to
+                // wait out the lease; any that another worker took over meanwhile stay its.
+                self.release_taken(owner).await;
+                return Ok(None);
             }
             // Members lose their own lease: from now on they move, or are taken over,
             // only with `batch`. The filter on owner keeps any that another worker took

@@ -1,7 +1,7 @@
 //! Records to and from rows: the column list shared by the queue and `events`, and the
 //! conversions of ids, times and props.
 
-use rusqlite::{Row, Statement};
+use rusqlite::{Connection, Row, Statement};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -94,6 +94,60 @@ pub(super) fn read_context(row: &Row<'_>, first: usize) -> Result<Context> {
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(context),
+    }
+}
+
+/// Most rows in one multi-row insert: one statement's set-up for all of them, and one
+/// cursor, so that rows in key order land where the last one did. 32 rows of the
+/// queue's 24 parameters stay far below SQLite's limit (32,766).
+pub(super) const ROWS_PER_INSERT: usize = 32;
+
+/// A multi-row insert's text for [`ROWS_PER_INSERT`] rows and for one, made once: the
+/// first has hundreds of parameters. Full chunks of rows go to the first, the rest one
+/// by one, so that only two statements are ever prepared.
+#[derive(Debug)]
+pub(crate) struct Inserts {
+    many: String,
+    one: String,
+    /// Parameters per row.
+    per_row: usize,
+}
+
+impl Inserts {
+    /// `sql` makes the insert of a number of rows of `per_row` parameters (see [`values`]).
+    pub(super) fn new(per_row: usize, sql: impl Fn(usize) -> String) -> Self {
+        Self {
+            many: sql(ROWS_PER_INSERT),
+            one: sql(1),
+            per_row,
+        }
+    }
+
+    /// Inserts `rows`: `bind` binds a row from a parameter on, `execute` runs each
+    /// statement once bound.
+    pub(super) fn run<T, E: From<rusqlite::Error>>(
+        &self,
+        conn: &Connection,
+        rows: &[T],
+        mut bind: impl FnMut(&mut Statement<'_>, usize, &T) -> Result<(), E>,
+        mut execute: impl FnMut(&mut Statement<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let full = rows.len() - rows.len() % ROWS_PER_INSERT;
+        let (many, rest) = rows.split_at(full);
+        for (per_insert, sql, group) in [(ROWS_PER_INSERT, &self.many, many), (1, &self.one, rest)]
+        {
+            if group.is_empty() {
+                continue;
+            }
+            let mut stmt = conn.prepare_cached(sql)?;
+            for chunk in group.chunks(per_insert) {
+                for (i, row) in chunk.iter().enumerate() {
+                    bind(&mut stmt, i * self.per_row + 1, row)?;
+                }
+                execute(&mut stmt)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, Statement};
 use uuid::Uuid;
 
-use super::codec::{parse_props, props_json, values};
+use super::codec::{Inserts, parse_props, props_json, values};
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// The tables: `events` (keyed by site, time and id), `server_timed` and `texts`.
@@ -151,11 +151,6 @@ impl Texts {
     }
 }
 
-/// Rows to one insert statement: a multi-row insert keeps one cursor for all its rows,
-/// so that rows in key order land where the last one did without a descent from the
-/// root, and pays a statement's set-up once.
-const ROWS_PER_INSERT: usize = 32;
-
 /// The columns an insert into `events` sets, in the order [`bind_row`] binds them.
 const COLUMNS: [&str; 10] = [
     "id",
@@ -170,40 +165,28 @@ const COLUMNS: [&str; 10] = [
     "context",
 ];
 
-/// The inserts into `events` and `server_timed`, of [`ROWS_PER_INSERT`] rows and of one;
-/// each answers the ids it added.
-static INSERTS: LazyLock<[Inserts; 2]> = LazyLock::new(|| {
-    let events = |rows| {
+/// The inserts into `events` and into `server_timed` (see [`Inserts`]); each answers
+/// the ids it added.
+struct Statements {
+    events: Inserts,
+    server_timed: Inserts,
+}
+
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
+    events: Inserts::new(COLUMNS.len(), |rows| {
         format!(
             "INSERT OR IGNORE INTO events ({}) VALUES {} RETURNING id",
             COLUMNS.join(", "),
             values(COLUMNS.len(), rows)
         )
-    };
-    let server_timed = |rows| {
+    }),
+    server_timed: Inserts::new(1, |rows| {
         format!(
             "INSERT OR IGNORE INTO server_timed (id) VALUES {} RETURNING id",
             values(1, rows)
         )
-    };
-    [
-        Inserts {
-            many: events(ROWS_PER_INSERT),
-            one: events(1),
-        },
-        Inserts {
-            many: server_timed(ROWS_PER_INSERT),
-            one: server_timed(1),
-        },
-    ]
+    }),
 });
-
-/// An insert's text for full chunks of rows and for the rest, one by one: two
-/// statements to prepare, whatever the number of rows.
-struct Inserts {
-    many: String,
-    one: String,
-}
 
 /// A row of `events`, its texts' ids looked up.
 struct Row<'a> {
@@ -227,9 +210,12 @@ pub(super) fn insert(
         .copied()
         .filter(|e| is_server_timed(e))
         .collect();
-    let new_ids = insert_rows(conn, &INSERTS[1], &server_timed, 1, |stmt, first, e| {
-        stmt.raw_bind_parameter(first, e.event_id.as_bytes())
-    })?;
+    let new_ids = added_ids(
+        conn,
+        &STATEMENTS.server_timed,
+        &server_timed,
+        |stmt, first, e| stmt.raw_bind_parameter(first, e.event_id.as_bytes()),
+    )?;
     let mut rows = Vec::with_capacity(events.len());
     for e in events {
         if is_server_timed(e) && !new_ids.contains(&e.event_id) {
@@ -237,13 +223,9 @@ pub(super) fn insert(
         }
         rows.push(row(conn, texts, e)?);
     }
-    let added = insert_rows(
-        conn,
-        &INSERTS[0],
-        &rows,
-        COLUMNS.len(),
-        |stmt, first, row| bind_row(stmt, first, row, processed_at),
-    )?;
+    let added = added_ids(conn, &STATEMENTS.events, &rows, |stmt, first, row| {
+        bind_row(stmt, first, row, processed_at)
+    })?;
     Ok(events.iter().map(|e| added.contains(&e.event_id)).collect())
 }
 
@@ -293,41 +275,26 @@ fn bind_row(
     stmt.raw_bind_parameter(first + 9, row.context)
 }
 
-/// Runs `inserts` over `rows`, [`ROWS_PER_INSERT`] to a statement and the rest one by
-/// one, `bind` binding a row of `per_row` parameters; answers the ids added.
-fn insert_rows<T>(
+/// Runs `inserts` over `rows`, `bind` binding each; answers the ids added.
+fn added_ids<T>(
     conn: &Connection,
     inserts: &Inserts,
     rows: &[T],
-    per_row: usize,
     bind: impl Fn(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<HashSet<Uuid, ahash::RandomState>> {
     let mut added: HashSet<Uuid, ahash::RandomState> = HashSet::default();
     added.reserve(rows.len());
-    let full = rows.len() - rows.len() % ROWS_PER_INSERT;
-    let (many, rest) = rows.split_at(full);
-    for (per_insert, sql, group) in [
-        (ROWS_PER_INSERT, &inserts.many, many),
-        (1, &inserts.one, rest),
-    ] {
-        if group.is_empty() {
-            continue;
+    inserts.run(conn, rows, bind, |stmt| {
+        let mut ids = stmt.raw_query();
+        while let Some(id) = ids.next()? {
+            let id: Vec<u8> = id.get(0)?;
+            let id = Uuid::from_slice(&id).map_err(|err| {
+                rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(err))
+            })?;
+            added.insert(id);
         }
-        let mut stmt = conn.prepare_cached(sql)?;
-        for chunk in group.chunks(per_insert) {
-            for (i, row) in chunk.iter().enumerate() {
-                bind(&mut stmt, i * per_row + 1, row)?;
-            }
-            let mut ids = stmt.raw_query();
-            while let Some(id) = ids.next()? {
-                let id: Vec<u8> = id.get(0)?;
-                let id = Uuid::from_slice(&id).map_err(|err| {
-                    rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(err))
-                })?;
-                added.insert(id);
-            }
-        }
-    }
+        Ok(())
+    })?;
     Ok(added)
 }
 

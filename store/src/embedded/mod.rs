@@ -89,7 +89,7 @@ pub(crate) struct SqliteFile {
     /// The ids of `texts` (`beacon.db`'s writer only).
     texts: events::Texts,
     /// The queue's inserts (`queue.db`'s writer only).
-    inserts: queue::Inserts,
+    inserts: codec::Inserts,
 }
 
 impl EmbeddedStore {

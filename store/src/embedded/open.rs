@@ -8,7 +8,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, params};
 
 use super::codec::CONTEXT_FIELDS;
-use super::queue::Inserts;
+use super::queue::queue_inserts;
 use super::{DB_FILE, EmbeddedStore, QUEUE_FILE, Readers, SqliteFile};
 use super::{events, upgrade};
 use crate::group::Writer;
@@ -53,7 +53,7 @@ impl EmbeddedStore {
             conn,
             queue: Arc::clone(&queue),
             texts: Default::default(),
-            inserts: Inserts::new(&queue),
+            inserts: queue_inserts(&queue),
         };
         Ok(Self {
             writer: Writer::start("beacon-events", file(writer))?,

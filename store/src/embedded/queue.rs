@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::codec::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, bind_event, read_event, values};
+use super::codec::{
+    EVENT_COLUMN_COUNT, EVENT_COLUMNS, Inserts, ROWS_PER_INSERT, bind_event, read_event, values,
+};
 use super::{EmbeddedStore, SqliteFile};
 use crate::group::Sink;
 use crate::record::Claim;
@@ -34,68 +36,42 @@ pub(crate) struct EmbeddedClaim {
 }
 
 impl Sink for SqliteFile {
-    /// One transaction, one fsync: all or nothing. Rows go in [`ROWS_PER_INSERT`] to a
-    /// statement, which costs SQLite less per row than a statement each; the rest go one
-    /// by one, so that only two statements are ever prepared.
+    /// One transaction, one fsync: all or nothing. Rows go many to a statement
+    /// ([`Inserts`]), which costs SQLite less per row than a statement each.
     async fn write(&mut self, events: &[&QueuedEvent]) -> Result<Vec<Refusal>> {
         let tx = self.conn.transaction()?;
-        let full = events.len() - events.len() % ROWS_PER_INSERT;
-        let (many, rest) = events.split_at(full);
-        let inserts = [
-            (ROWS_PER_INSERT, &self.inserts.many, many),
-            (1, &self.inserts.one, rest),
-        ];
-        for (per_insert, sql, group) in inserts {
-            if group.is_empty() {
-                continue;
-            }
-            let mut insert = tx.prepare_cached(sql)?;
-            for rows in group.chunks(per_insert) {
-                for (i, e) in rows.iter().enumerate() {
-                    let first = i * QUEUE_COLUMN_COUNT + 1;
-                    bind_event(&mut insert, first, e)?;
-                    insert.raw_bind_parameter(first + EVENT_COLUMN_COUNT, &e.continues)?;
-                }
+        self.inserts.run(
+            &tx,
+            events,
+            |insert, first, e| -> Result<()> {
+                bind_event(insert, first, e)?;
+                insert.raw_bind_parameter(first + EVENT_COLUMN_COUNT, &e.continues)?;
+                Ok(())
+            },
+            |insert| -> Result<()> {
                 insert.raw_execute()?;
-            }
-        }
+                Ok(())
+            },
+        )?;
         count_queued(&tx, &self.queue, events.len() as i64)?;
         tx.commit()?;
         Ok(Vec::new())
     }
 }
 
-/// Most rows in one insert into the queue: 32 rows of [`QUEUE_COLUMN_COUNT`] parameters
-/// stay far below SQLite's limit (32,766).
-const ROWS_PER_INSERT: usize = 32;
 /// The queue's columns an insert sets: [`EVENT_COLUMNS`], then `continues`.
 const QUEUE_COLUMN_COUNT: usize = EVENT_COLUMN_COUNT + 1;
-// The limit above, checked when compiling.
+// SQLite's limit on parameters, checked when compiling.
 const _: () = assert!(ROWS_PER_INSERT * QUEUE_COLUMN_COUNT <= 32_766);
 
-/// The text of the queue's two inserts, made once when the store opens rather than for
-/// every group: the one of [`ROWS_PER_INSERT`] rows has hundreds of parameters.
-#[derive(Debug)]
-pub(crate) struct Inserts {
-    many: String,
-    one: String,
-}
-
-impl Inserts {
-    pub(super) fn new(queue: &str) -> Self {
-        Self {
-            many: insert_rows(queue, ROWS_PER_INSERT),
-            one: insert_rows(queue, 1),
-        }
-    }
-}
-
-/// An insert of `rows` rows into `queue`.
-fn insert_rows(queue: &str, rows: usize) -> String {
-    format!(
-        "INSERT INTO \"{queue}\" ({EVENT_COLUMNS}, continues) VALUES {}",
-        values(QUEUE_COLUMN_COUNT, rows)
-    )
+/// The queue's inserts (see [`Inserts`]), made once when the store opens.
+pub(super) fn queue_inserts(queue: &str) -> Inserts {
+    Inserts::new(QUEUE_COLUMN_COUNT, |rows| {
+        format!(
+            "INSERT INTO \"{queue}\" ({EVENT_COLUMNS}, continues) VALUES {}",
+            values(QUEUE_COLUMN_COUNT, rows)
+        )
+    })
 }
 
 /// Adds `n` (or subtracts) to the queue's count, inside the transaction that wrote or

@@ -124,13 +124,13 @@ impl Inserts {
     }
 
     /// Inserts `rows`: `bind` binds a row from a parameter on, `execute` runs each
-    /// statement once bound.
+    /// statement once bound, given the rows bound to it.
     pub(super) fn run<T, E: From<rusqlite::Error>>(
         &self,
         conn: &Connection,
         rows: &[T],
         mut bind: impl FnMut(&mut Statement<'_>, usize, &T) -> Result<(), E>,
-        mut execute: impl FnMut(&mut Statement<'_>) -> Result<(), E>,
+        mut execute: impl FnMut(&mut Statement<'_>, &[T]) -> Result<(), E>,
     ) -> Result<(), E> {
         let full = rows.len() - rows.len() % ROWS_PER_INSERT;
         let (many, rest) = rows.split_at(full);
@@ -144,7 +144,7 @@ impl Inserts {
                 for (i, row) in chunk.iter().enumerate() {
                     bind(&mut stmt, i * self.per_row + 1, row)?;
                 }
-                execute(&mut stmt)?;
+                execute(&mut stmt, chunk)?;
             }
         }
         Ok(())

@@ -21,10 +21,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row as SqlRow, Statement};
+use rusqlite::{Connection, Row as SqlRow, Statement, params};
 use uuid::Uuid;
 
 use super::codec::{Inserts, parse_props, props_json, values};
+use super::texts::Texts;
 use crate::{Context, QueuedEvent, Result, StoreError, from_millis, millis};
 
 /// The tables: `events` (keyed by site, time and id), `server_timed` and `texts`.
@@ -89,68 +90,6 @@ pub(super) fn read(row: &SqlRow<'_>, contexts: &mut HashMap<i64, Context>) -> Re
 /// The id of a site's text, for `WHERE e.site = …` (no row, so no match, if unknown).
 pub(super) const SITE: &str = "(SELECT id FROM texts WHERE value = ?1)";
 
-/// The bytes of texts whose ids are kept in memory, so that most lookups cost no query.
-/// By bytes, not entries: a context can be 4 KB, and clients choose how many differ.
-const CACHED_BYTES: usize = 4 << 20;
-
-/// The ids of texts, as the writer thread knows them.
-#[derive(Debug, Default)]
-pub(crate) struct Texts {
-    /// Committed ids.
-    cache: HashMap<String, i64, ahash::RandomState>,
-    /// The bytes of `cache`'s texts.
-    cached_bytes: usize,
-    /// Ids read or added since the last commit, which a rollback may undo.
-    pending: HashMap<String, i64, ahash::RandomState>,
-}
-
-impl Texts {
-    /// The id of `text`, added to `texts` if new.
-    fn id(&mut self, conn: &Connection, text: &str) -> rusqlite::Result<i64> {
-        if let Some(id) = self.cache.get(text).or_else(|| self.pending.get(text)) {
-            return Ok(*id);
-        }
-        let found = conn
-            .prepare_cached("SELECT id FROM texts WHERE value = ?1")?
-            .query_row([text], |r| r.get(0))
-            .optional()?;
-        let id = match found {
-            Some(id) => id,
-            None => {
-                conn.prepare_cached("INSERT INTO texts (value) VALUES (?1)")?
-                    .execute([text])?;
-                conn.last_insert_rowid()
-            }
-        };
-        self.pending.insert(text.to_owned(), id);
-        Ok(id)
-    }
-
-    /// Before a transaction: nothing is pending (a failed one may have left some).
-    pub(crate) fn begin(&mut self) {
-        self.pending.clear();
-    }
-
-    /// After a commit: what was pending is now known for good.
-    pub(crate) fn committed(&mut self) {
-        let pending: usize = self.pending.keys().map(String::len).sum();
-        if self.cached_bytes + pending > CACHED_BYTES {
-            self.cache.clear();
-            self.cached_bytes = 0;
-        }
-        if pending <= CACHED_BYTES {
-            self.cached_bytes += pending;
-            self.cache.extend(self.pending.drain());
-        }
-        self.pending.clear();
-    }
-
-    /// After a rollback (of a transaction or a savepoint): what was added may be gone.
-    pub(crate) fn rolled_back(&mut self) {
-        self.pending.clear();
-    }
-}
-
 /// The columns an insert into `events` sets, in the order [`bind_row`] binds them.
 const COLUMNS: [&str; 10] = [
     "id",
@@ -165,32 +104,45 @@ const COLUMNS: [&str; 10] = [
     "context",
 ];
 
-/// The inserts into `events` and into `server_timed` (see [`Inserts`]); each answers
-/// the ids it added.
+/// The inserts into `events` and into `server_timed` (see [`Inserts`]); only the last
+/// answers the ids it added. `RETURNING` made moves dearer (BENCHMARKS.md, section 21),
+/// so it is used only to tell a resend from a new event (see [`added_rows`] and
+/// [`new_server_timed`]).
 struct Statements {
     events: Inserts,
     server_timed: Inserts,
+    server_timed_returning: Inserts,
 }
 
-static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
-    events: Inserts::new(COLUMNS.len(), |rows| {
-        format!(
-            "INSERT OR IGNORE INTO events ({}) VALUES {} RETURNING id",
-            COLUMNS.join(", "),
-            values(COLUMNS.len(), rows)
-        )
-    }),
-    server_timed: Inserts::new(1, |rows| {
-        format!(
-            "INSERT OR IGNORE INTO server_timed (id) VALUES {} RETURNING id",
-            values(1, rows)
-        )
-    }),
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    let server_timed = |returning: &'static str| {
+        Inserts::new(1, move |rows| {
+            format!(
+                "INSERT OR IGNORE INTO server_timed (id) VALUES {}{returning}",
+                values(1, rows)
+            )
+        })
+    };
+    Statements {
+        events: Inserts::new(COLUMNS.len(), |rows| {
+            format!(
+                "INSERT OR IGNORE INTO events ({}) VALUES {}",
+                COLUMNS.join(", "),
+                values(COLUMNS.len(), rows)
+            )
+        }),
+        server_timed: server_timed(""),
+        server_timed_returning: server_timed(" RETURNING id"),
+    }
 });
 
 /// A row of `events`, its texts' ids looked up.
 struct Row<'a> {
     e: &'a QueuedEvent,
+    /// The event's time, and its arrival and move as differences (see the module doc).
+    time: i64,
+    ingested: i64,
+    processed: i64,
     site: i64,
     event_type: i64,
     context: Option<i64>,
@@ -198,7 +150,8 @@ struct Row<'a> {
 }
 
 /// Inserts `events`, moved at `processed_at`, each unless an event with its id is stored
-/// (see the module doc); answers, for each, whether it was added.
+/// (see the module doc); answers, for each, whether it was added. `processed_at` must
+/// differ from every earlier move's (see [`added_rows`]).
 pub(super) fn insert(
     conn: &Connection,
     texts: &mut Texts,
@@ -210,23 +163,56 @@ pub(super) fn insert(
         .copied()
         .filter(|e| is_server_timed(e))
         .collect();
-    let new_ids = added_ids(
-        conn,
-        &STATEMENTS.server_timed,
-        &server_timed,
-        |stmt, first, e| stmt.raw_bind_parameter(first, e.event_id.as_bytes()),
-    )?;
+    let new_ids = new_server_timed(conn, &server_timed)?;
     let mut rows = Vec::with_capacity(events.len());
+    let mut to_insert = Vec::with_capacity(events.len());
     for e in events {
-        if is_server_timed(e) && !new_ids.contains(&e.event_id) {
-            continue;
+        let insert =
+            !is_server_timed(e) || new_ids.as_ref().is_none_or(|ids| ids.contains(&e.event_id));
+        if insert {
+            rows.push(row(conn, texts, e, processed_at)?);
         }
-        rows.push(row(conn, texts, e)?);
+        to_insert.push(insert);
     }
-    let added = added_ids(conn, &STATEMENTS.events, &rows, |stmt, first, row| {
-        bind_row(stmt, first, row, processed_at)
+    let mut added = added_rows(conn, &rows)?.into_iter();
+    Ok(to_insert
+        .into_iter()
+        .map(|insert| insert && added.next() == Some(true))
+        .collect())
+}
+
+/// Inserts `rows`; answers, for each, whether it was added. A statement that added all
+/// of its rows or none says so in its count of changes. One that added only some was
+/// given a resend of an event moved before: each of its rows is looked up, and the one
+/// stored now carries this move's times. That costs one lookup a row, and only for a
+/// statement with a resend, where `RETURNING` on every statement made all moves dearer
+/// (BENCHMARKS.md, section 21).
+///
+/// A stored row is told from this move's by `processed`: a copy moved before with the
+/// same arrival was moved at another time. Each move of a writer is later than the one
+/// before (see `moves`); only a clock set back across a restart, to the very
+/// millisecond of an earlier move of the same copy, could make them equal.
+fn added_rows(conn: &Connection, rows: &[Row<'_>]) -> rusqlite::Result<Vec<bool>> {
+    let mut added = Vec::with_capacity(rows.len());
+    STATEMENTS.events.run(conn, rows, bind_row, |stmt, chunk| {
+        let changes = stmt.raw_execute()?;
+        if changes == 0 || changes == chunk.len() {
+            added.extend(std::iter::repeat_n(changes > 0, chunk.len()));
+            return Ok(());
+        }
+        let mut stored = conn.prepare_cached(
+            "SELECT ingested, processed FROM events WHERE site = ?1 AND time = ?2 AND id = ?3",
+        )?;
+        for row in chunk {
+            let times = stored.query_row(
+                params![row.site, row.time, row.e.event_id.as_bytes()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            added.push(times == (row.ingested, row.processed));
+        }
+        Ok(())
     })?;
-    Ok(events.iter().map(|e| added.contains(&e.event_id)).collect())
+    Ok(added)
 }
 
 /// Whether the server timed `e` (its arrival is its time): its resend gets another time,
@@ -235,8 +221,14 @@ fn is_server_timed(e: &QueuedEvent) -> bool {
     e.ingested_at == e.timestamp
 }
 
-/// `e` as a row: its texts' ids (added if new) and its props as text.
-fn row<'a>(conn: &Connection, texts: &mut Texts, e: &'a QueuedEvent) -> rusqlite::Result<Row<'a>> {
+/// `e`, moved at `processed_at`, as a row: its texts' ids (added if new), its times and
+/// its props as text.
+fn row<'a>(
+    conn: &Connection,
+    texts: &mut Texts,
+    e: &'a QueuedEvent,
+    processed_at: i64,
+) -> rusqlite::Result<Row<'a>> {
     let values = e.context.values();
     let context = if values.iter().all(Option::is_none) {
         None
@@ -245,8 +237,12 @@ fn row<'a>(conn: &Connection, texts: &mut Texts, e: &'a QueuedEvent) -> rusqlite
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Some(texts.id(conn, &json)?)
     };
+    let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
     Ok(Row {
         e,
+        time,
+        ingested: ingested.saturating_sub(time),
+        processed: processed_at.saturating_sub(ingested),
         site: texts.id(conn, &e.site_id)?,
         event_type: texts.id(conn, &e.event_type)?,
         context,
@@ -255,47 +251,61 @@ fn row<'a>(conn: &Connection, texts: &mut Texts, e: &'a QueuedEvent) -> rusqlite
 }
 
 /// Binds `row` to the parameters `?first…`, in [`COLUMNS`]' order.
-fn bind_row(
-    stmt: &mut Statement<'_>,
-    first: usize,
-    row: &Row<'_>,
-    processed_at: i64,
-) -> rusqlite::Result<()> {
-    let e = row.e;
-    let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
-    stmt.raw_bind_parameter(first, e.event_id.as_bytes())?;
+fn bind_row(stmt: &mut Statement<'_>, first: usize, row: &Row<'_>) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(first, row.e.event_id.as_bytes())?;
     stmt.raw_bind_parameter(first + 1, row.site)?;
-    stmt.raw_bind_parameter(first + 2, time)?;
+    stmt.raw_bind_parameter(first + 2, row.time)?;
     stmt.raw_bind_parameter(first + 3, row.event_type)?;
-    stmt.raw_bind_parameter(first + 4, &e.path)?;
-    stmt.raw_bind_parameter(first + 5, &e.user_id)?;
-    stmt.raw_bind_parameter(first + 6, ingested.saturating_sub(time))?;
-    stmt.raw_bind_parameter(first + 7, processed_at.saturating_sub(ingested))?;
+    stmt.raw_bind_parameter(first + 4, &row.e.path)?;
+    stmt.raw_bind_parameter(first + 5, &row.e.user_id)?;
+    stmt.raw_bind_parameter(first + 6, row.ingested)?;
+    stmt.raw_bind_parameter(first + 7, row.processed)?;
     stmt.raw_bind_parameter(first + 8, &row.props)?;
     stmt.raw_bind_parameter(first + 9, row.context)
 }
 
-/// Runs `inserts` over `rows`, `bind` binding each; answers the ids added.
-fn added_ids<T>(
+/// Adds the ids of `events`, all timed by the server, to `server_timed`; answers those
+/// added, or `None` when all were. The ids are inserted in a savepoint, and counted:
+/// as a rule all are new. When one was there already (a resend), the savepoint is rolled
+/// back and the ids inserted again, with `RETURNING`. A resend thus costs its move these
+/// inserts twice, never more. Unlike `events`' rows, these carry nothing that tells this
+/// move's from an earlier one's (see [`added_rows`]).
+fn new_server_timed(
     conn: &Connection,
-    inserts: &Inserts,
-    rows: &[T],
-    bind: impl Fn(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
-) -> rusqlite::Result<HashSet<Uuid, ahash::RandomState>> {
-    let mut added: HashSet<Uuid, ahash::RandomState> = HashSet::default();
-    added.reserve(rows.len());
-    inserts.run(conn, rows, bind, |stmt| {
-        let mut ids = stmt.raw_query();
-        while let Some(id) = ids.next()? {
-            let id: Vec<u8> = id.get(0)?;
-            let id = Uuid::from_slice(&id).map_err(|err| {
-                rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(err))
-            })?;
-            added.insert(id);
-        }
+    events: &[&QueuedEvent],
+) -> rusqlite::Result<Option<HashSet<Uuid, ahash::RandomState>>> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let bind = |stmt: &mut Statement<'_>, first, e: &&QueuedEvent| {
+        stmt.raw_bind_parameter(first, e.event_id.as_bytes())
+    };
+    conn.execute_batch("SAVEPOINT server_timed")?;
+    let mut changes = 0;
+    STATEMENTS.server_timed.run(conn, events, bind, |stmt, _| {
+        changes += stmt.raw_execute()?;
         Ok(())
     })?;
-    Ok(added)
+    if changes == events.len() {
+        conn.execute_batch("RELEASE server_timed")?;
+        return Ok(None);
+    }
+    conn.execute_batch("ROLLBACK TO server_timed; RELEASE server_timed")?;
+    let mut added: HashSet<Uuid, ahash::RandomState> = HashSet::default();
+    added.reserve(events.len());
+    STATEMENTS
+        .server_timed_returning
+        .run(conn, events, bind, |stmt, _| {
+            let mut ids = stmt.raw_query();
+            while let Some(id) = ids.next()? {
+                let id = Uuid::from_slice(id.get_ref(0)?.as_blob()?).map_err(|err| {
+                    rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(err))
+                })?;
+                added.insert(id);
+            }
+            Ok(())
+        })?;
+    Ok(Some(added))
 }
 
 /// Forgets the ids of deleted events the server timed: `deleted` is what a `DELETE …
@@ -309,46 +319,4 @@ pub(super) fn forget_server_timed(
         forget.execute([id])?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An id added in a savepoint that rolls back is gone: the cache must not keep it.
-    #[test]
-    fn texts_forget_the_ids_a_rollback_undid() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let mut texts = Texts::default();
-        texts.begin();
-        let mut tx = conn.transaction().unwrap();
-        {
-            let attempt = tx.savepoint().unwrap();
-            assert_eq!(texts.id(&attempt, "a").unwrap(), 1);
-        }
-        texts.rolled_back();
-        assert_eq!(texts.id(&tx, "b").unwrap(), 1);
-        tx.commit().unwrap();
-        texts.committed();
-        texts.begin();
-        assert_eq!(texts.id(&conn, "b").unwrap(), 1);
-        assert_eq!(texts.id(&conn, "a").unwrap(), 2);
-    }
-
-    /// The cache holds at most [`CACHED_BYTES`] of texts, however many differ.
-    #[test]
-    fn the_cache_is_bounded_by_bytes() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let mut texts = Texts::default();
-        let long = "x".repeat(4000);
-        for i in 0..3000 {
-            texts.begin();
-            texts.id(&conn, &format!("{long}{i}")).unwrap();
-            texts.committed();
-            assert!(texts.cached_bytes <= CACHED_BYTES);
-        }
-        assert!(texts.cache.len() < 3000);
-    }
 }

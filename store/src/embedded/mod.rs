@@ -35,6 +35,7 @@ mod rollups;
 mod salts;
 mod sites;
 mod stats;
+mod texts;
 mod upgrade;
 mod visits;
 
@@ -87,9 +88,12 @@ pub(crate) struct SqliteFile {
     conn: Connection,
     queue: Arc<str>,
     /// The ids of `texts` (`beacon.db`'s writer only).
-    texts: events::Texts,
+    texts: texts::Texts,
     /// The queue's inserts (`queue.db`'s writer only).
     inserts: codec::Inserts,
+    /// When the last move was (`beacon.db`'s writer only): each is later than the one
+    /// before, even when the clock is set back.
+    moved_at: i64,
 }
 
 impl EmbeddedStore {

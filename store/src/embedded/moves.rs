@@ -28,10 +28,11 @@ use rusqlite::{Transaction, params};
 use uuid::Uuid;
 
 use super::codec::{EVENT_COLUMNS, parse_id};
-use super::events::{self, Texts};
+use super::events;
 use super::open::shrink;
 use super::queue::count_queued;
 use super::rollups::add_to_rollups;
+use super::texts::Texts;
 use super::{EmbeddedStore, visits};
 use crate::error::sqlite_refused;
 use crate::record::Claim;
@@ -77,7 +78,9 @@ impl EmbeddedStore {
                 };
                 let rewritten = rewritten(&events, &rewrites);
                 let candidates = candidates(&events, queued.as_ref(), &rewritten);
-                let now = millis(Utc::now());
+                // Later than the last move's, which `events::insert` relies on.
+                let now = millis(Utc::now()).max(file.moved_at + 1);
+                file.moved_at = now;
                 let (added, dead) = match insert_all(&mut tx, texts, &candidates, now) {
                     Ok(added) => (added, 0),
                     Err(e) if sqlite_refused(&e) => {

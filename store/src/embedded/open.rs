@@ -54,6 +54,7 @@ impl EmbeddedStore {
             queue: Arc::clone(&queue),
             texts: Default::default(),
             inserts: queue_inserts(&queue),
+            moved_at: 0,
         };
         Ok(Self {
             writer: Writer::start("beacon-events", file(writer))?,

@@ -48,7 +48,7 @@ impl Sink for SqliteFile {
                 insert.raw_bind_parameter(first + EVENT_COLUMN_COUNT, &e.continues)?;
                 Ok(())
             },
-            |insert| -> Result<()> {
+            |insert, _| -> Result<()> {
                 insert.raw_execute()?;
                 Ok(())
             },

@@ -4,7 +4,8 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::codec::read_event;
-use super::events::{SCHEMA, Texts, insert};
+use super::events::{SCHEMA, insert};
+use super::texts::Texts;
 use crate::Result;
 
 /// The layouts `events` has had, oldest first.

@@ -1,21 +1,16 @@
 //! Visitors' visit states (see `rollup::visits`), read and written inside the move's
 //! transaction: the single writer makes each move see the states the last one left.
 
-use std::collections::HashMap;
-
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::Result;
-use crate::rollup::visits::{VisitState, Visitor};
+use crate::rollup::visits::{States, VisitState, Visitor};
 
 /// The states of `visitors` that exist.
-pub(super) fn load(
-    tx: &Transaction<'_>,
-    visitors: &[Visitor],
-) -> Result<HashMap<Visitor, VisitState>> {
+pub(super) fn load(tx: &Transaction<'_>, visitors: &[Visitor]) -> Result<States> {
     let mut stmt =
         tx.prepare_cached("SELECT state FROM visits WHERE site_id = ?1 AND user_id = ?2")?;
-    let mut states = HashMap::with_capacity(visitors.len());
+    let mut states = States::with_capacity(visitors.len());
     for visitor in visitors {
         let bytes: Option<Vec<u8>> = stmt
             .query_row(params![visitor.0, visitor.1], |r| r.get(0))
@@ -28,11 +23,7 @@ pub(super) fn load(
 }
 
 /// Writes the states of `visitors` from `states`.
-pub(super) fn save(
-    tx: &Transaction<'_>,
-    visitors: &[Visitor],
-    states: &HashMap<Visitor, VisitState>,
-) -> Result<()> {
+pub(super) fn save(tx: &Transaction<'_>, visitors: &[Visitor], states: &States) -> Result<()> {
     // An upsert changes the row in place; `OR REPLACE` would delete it and insert it
     // again, both in the table and in `visits_last`.
     let mut stmt = tx.prepare_cached(

@@ -122,7 +122,7 @@ impl MongoStore {
             })
             .collect();
         add_visits(&keys, &following, &mut locked.states, &mut contribution);
-        self.record_values(&contribution.values).await?;
+        self.record_values(&*contribution.values).await?;
         self.record_event_types(contribution.buckets.keys()).await?;
         // Checked in the database, not only by the clock: a batch moved already (by a
         // retry, or by a worker whose lease ran out) must not be added again.
@@ -273,9 +273,9 @@ impl MongoStore {
     /// Puts the texts of `values` that the dictionary lacks into it; answers the ids
     /// that another text holds there (a hash collision). Ids this process knows to hold
     /// their text are not asked about.
-    pub(super) async fn record_values(
+    pub(super) async fn record_values<S: std::hash::BuildHasher>(
         &self,
-        values: &HashMap<u64, String>,
+        values: &std::collections::HashMap<u64, String, S>,
     ) -> Result<HashSet<u64>> {
         let unknown: Vec<(u64, &String)> = {
             let known = crate::lock(&self.known_values);

@@ -17,7 +17,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 
 use super::MongoStore;
 use super::codec::{binary, only_duplicate_keys};
-use crate::rollup::visits::{VisitState, Visitor};
+use crate::rollup::visits::{States, VisitState, Visitor};
 use crate::{Result, StoreError};
 
 /// Most state updates in one command.
@@ -29,7 +29,7 @@ const SAVE_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Default)]
 pub(super) struct Locked {
     /// The states that exist, by visitor.
-    pub(super) states: HashMap<Visitor, VisitState>,
+    pub(super) states: States,
     /// Visitors whose state this batch saved already (an earlier attempt got that far).
     pub(super) done: HashSet<Visitor>,
 }
@@ -157,7 +157,7 @@ impl MongoStore {
     pub(super) async fn save_visitors(
         &self,
         visitors: &[Visitor],
-        states: &HashMap<Visitor, VisitState>,
+        states: &States,
         all: &[Visitor],
         batch: &str,
     ) -> Result<()> {

@@ -24,7 +24,9 @@ pub(crate) mod sketch;
 pub(crate) mod topk;
 pub(crate) mod visits;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use ahash::AHashMap as HashMap;
 
 use crate::millis;
 use crate::record::QueuedEvent;

@@ -23,7 +23,8 @@
 //! never been dropped; a value dropped and counted again starts them afresh, like its
 //! count.
 
-use std::collections::HashMap;
+// Value ids are keyed hashes already: a fast hasher is enough.
+use ahash::AHashMap as HashMap;
 
 use super::bytes::{Reader, put_varint, unzigzag, zigzag};
 use crate::{Result, StoreError};

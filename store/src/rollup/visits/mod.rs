@@ -32,7 +32,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 
 use uuid::Uuid;
 
@@ -57,13 +57,15 @@ pub const SEEN_CAP: usize = 1024;
 
 /// Whose state: site and user.
 pub type Visitor = (String, String);
+/// Visitors' states, as a move reads and updates them.
+pub type States = HashMap<Visitor, VisitState>;
 
 /// The visitors whose states a batch needs: those of its events, and the ids of the
 /// day before that cookieless events may continue.
 pub fn visitors_of<'a>(events: impl IntoIterator<Item = &'a QueuedEvent>) -> Vec<Visitor> {
     // Deduplicated as borrowed strings, then sorted: a batch has many events per
     // visitor, and only the distinct ones are copied and sorted.
-    let distinct: HashSet<(&str, &str), ahash::RandomState> = events
+    let distinct: HashSet<(&str, &str)> = events
         .into_iter()
         .flat_map(|e| {
             let user = e.user_id.iter().chain(&e.continues);
@@ -81,10 +83,7 @@ pub fn visitors_of<'a>(events: impl IntoIterator<Item = &'a QueuedEvent>) -> Vec
 /// The events that continue a visit of the day before under its id: those whose
 /// `continues` id has a visit going at their time while their own id has none. Answers
 /// each such event's id and the user it takes.
-pub fn continuations(
-    events: &[QueuedEvent],
-    states: &HashMap<Visitor, VisitState>,
-) -> Vec<(Uuid, String)> {
+pub fn continuations(events: &[QueuedEvent], states: &States) -> Vec<(Uuid, String)> {
     let mut taken: HashMap<(&str, &str), &str> = HashMap::new();
     let mut out = Vec::new();
     let mut order: Vec<&QueuedEvent> = events.iter().filter(|e| e.continues.is_some()).collect();
@@ -116,11 +115,10 @@ pub fn continuations(
 pub fn add_visits(
     keys: &Keys,
     events: &[&QueuedEvent],
-    states: &mut HashMap<Visitor, VisitState>,
+    states: &mut States,
     out: &mut Contribution,
 ) {
-    let mut by_visitor: HashMap<(&str, &str), Vec<&QueuedEvent>, ahash::RandomState> =
-        HashMap::default();
+    let mut by_visitor: HashMap<(&str, &str), Vec<&QueuedEvent>> = HashMap::new();
     for e in events {
         if let Some(user) = &e.user_id {
             by_visitor.entry((&e.site_id, user)).or_default().push(e);

@@ -1,7 +1,7 @@
 //! A visitor's visit so far, as stored: small, and read and written by every move that
 //! has an event of theirs.
 
-use std::collections::HashSet;
+use ahash::AHashSet as HashSet;
 
 use super::super::VISIT_DIMS;
 use super::super::bytes::{Reader, put_varint as put, unzigzag, zigzag};

@@ -133,10 +133,12 @@ pub fn add_visits(
             site,
             state,
             out,
+            gained: None,
         };
         for e in events {
             follower.follow(e);
         }
+        follower.add_gained();
     }
 }
 
@@ -147,6 +149,9 @@ struct Follower<'a, 'k> {
     /// `events == 0`: no visit going.
     state: &'a mut VisitState,
     out: &'a mut Contribution,
+    /// What the visit going gained and its buckets have not yet: added once for all
+    /// of a visitor's events that continue it, rather than event by event.
+    gained: Option<Counters>,
 }
 
 impl Follower<'_, '_> {
@@ -179,6 +184,7 @@ impl Follower<'_, '_> {
             let attrs = self.attrs_of(e);
             self.start_visit(e, &attrs, pageview, today);
         } else {
+            self.add_gained();
             let attrs = self.attrs_of(e);
             let s = &mut *self.state;
             s.start = t;
@@ -233,8 +239,20 @@ impl Follower<'_, '_> {
         }
     }
 
-    /// Adds a change of the visit going to its buckets, in all and by its attributes.
+    /// Adds a change to the visit going (see `gained`).
     fn add_to_visit(&mut self, delta: Counters) {
+        match &mut self.gained {
+            Some(gained) => gained.add(&delta),
+            None => self.gained = Some(delta),
+        }
+    }
+
+    /// Adds what the visit going gained to its buckets, in all and by its attributes:
+    /// before the state moves to another visit, and after a visitor's last event.
+    fn add_gained(&mut self) {
+        let Some(delta) = self.gained.take() else {
+            return;
+        };
         let start = self.state.start;
         let attrs = self.state.attrs.clone();
         for key in self.visit_buckets(start) {

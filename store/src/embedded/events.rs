@@ -166,11 +166,12 @@ pub(super) fn insert(
     let new_ids = new_server_timed(conn, &server_timed)?;
     let mut rows = Vec::with_capacity(events.len());
     let mut to_insert = Vec::with_capacity(events.len());
+    let mut contexts = Contexts::default();
     for e in events {
         let insert =
             !is_server_timed(e) || new_ids.as_ref().is_none_or(|ids| ids.contains(&e.event_id));
         if insert {
-            rows.push(row(conn, texts, e, processed_at)?);
+            rows.push(row(conn, texts, &mut contexts, e, processed_at)?);
         }
         to_insert.push(insert);
     }
@@ -221,21 +222,30 @@ fn is_server_timed(e: &QueuedEvent) -> bool {
     e.ingested_at == e.timestamp
 }
 
+/// The text ids of the contexts of an insert's events so far: most events of a batch
+/// share a few contexts, each written as JSON and looked up once.
+type Contexts<'a> = HashMap<[Option<&'a str>; Context::FIELDS.len()], i64, ahash::RandomState>;
+
 /// `e`, moved at `processed_at`, as a row: its texts' ids (added if new), its times and
 /// its props as text.
 fn row<'a>(
     conn: &Connection,
     texts: &mut Texts,
+    contexts: &mut Contexts<'a>,
     e: &'a QueuedEvent,
     processed_at: i64,
 ) -> rusqlite::Result<Row<'a>> {
     let values = e.context.values();
     let context = if values.iter().all(Option::is_none) {
         None
+    } else if let Some(id) = contexts.get(&values) {
+        Some(*id)
     } else {
         let json = serde_json::to_string(&values)
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-        Some(texts.id(conn, &json)?)
+        let id = texts.id(conn, &json)?;
+        contexts.insert(values, id);
+        Some(id)
     };
     let (time, ingested) = (millis(e.timestamp), millis(e.ingested_at));
     Ok(Row {

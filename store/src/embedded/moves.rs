@@ -67,7 +67,8 @@ impl EmbeddedStore {
                 let texts = &mut file.texts;
                 texts.begin();
                 let mut tx = file.conn.transaction()?;
-                let mut states = visits::load(&tx, &visitors_of(events.iter()))?;
+                let visitors = visitors_of(events.iter());
+                let mut states = visits::load(&tx, &visitors)?;
                 let rewrites: HashMap<Uuid, String> =
                     continuations(&events, &states).into_iter().collect();
                 let rows = count_rows(&tx, &file.queue, first, last)?;
@@ -99,14 +100,19 @@ impl EmbeddedStore {
                     .filter(|(_, added)| **added)
                     .map(|(e, _)| *e)
                     .collect();
-                let mut contribution = if counted.len() == claimed && rewrites.is_empty() {
-                    claimed_rollups
-                } else {
-                    rollup::rollups_of(&keys, counted.iter().copied())
+                // As a rule, every claimed event is counted as it was claimed.
+                let as_claimed = counted.len() == claimed && rewrites.is_empty();
+                let mut contribution = match as_claimed {
+                    true => claimed_rollups,
+                    false => rollup::rollups_of(&keys, counted.iter().copied()),
                 };
                 add_visits(&keys, &counted, &mut states, &mut contribution);
                 add_to_rollups(&tx, std::mem::take(&mut contribution))?;
-                visits::save(&tx, &visitors_of(counted.iter().copied()), &states)?;
+                let followed = match as_claimed {
+                    true => visitors,
+                    false => visitors_of(counted.iter().copied()),
+                };
+                visits::save(&tx, &followed, &states)?;
                 tx.commit()?;
                 texts.committed();
                 Ok((counted.len(), dead, rows))

@@ -669,6 +669,46 @@ async fn bad_queries_are_refused_with_the_reason() {
     let _ = DateRange::Period("7d".into());
 }
 
+/// A visit state deleted (by an erasure of its user, or forgotten as old) is gone for
+/// good: the visitor's next event starts a visit, even right after the last one.
+#[tokio::test]
+async fn a_deleted_visit_state_is_not_continued() {
+    for b in TestBackend::all() {
+        let store = open(&b).await;
+        let site = format!("deleted-{}", Uuid::now_v7());
+        let at = Utc.with_ymd_and_hms(2026, 3, 3, 10, 0, 0).unwrap();
+        let event = |user: &str, at: DateTime<Utc>| QueuedEvent {
+            event_id: Uuid::now_v7(),
+            site_id: site.clone(),
+            event_type: "page_view".into(),
+            path: Some("/".into()),
+            user_id: Some(user.into()),
+            timestamp: at,
+            ingested_at: Utc::now(),
+            props: None,
+            context: Context::default(),
+            continues: None,
+        };
+        enqueue(&store, vec![event("erased", at), event("forgotten", at)]).await;
+        drain(&store).await;
+        let later = at + Duration::minutes(5);
+        store.erase_user(&site, "erased").await.unwrap();
+        enqueue(&store, vec![event("erased", later)]).await;
+        drain(&store).await;
+        store.forget_visits(Utc::now()).await.unwrap();
+        enqueue(&store, vec![event("forgotten", later)]).await;
+        drain(&store).await;
+        // From rollups: two visits each, the first ones counted before the deletions.
+        let q = query(json!({"site_id": site, "metrics": ["visits"],
+            "date_range": ["2026-03-03", "2026-03-03"]}));
+        let got = store
+            .query(&q, Tz::UTC, Utc::now(), Engine::Auto)
+            .await
+            .unwrap();
+        assert_eq!(got.results[0].metrics, vec![json!(4)], "{}", b.name);
+    }
+}
+
 #[tokio::test]
 async fn a_cookieless_visit_goes_on_across_midnight() {
     for b in TestBackend::all() {

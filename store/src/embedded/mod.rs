@@ -91,6 +91,8 @@ pub(crate) struct SqliteFile {
     texts: texts::Texts,
     /// The queue's inserts (`queue.db`'s writer only).
     inserts: codec::Inserts,
+    /// The visit states last committed (`beacon.db`'s writer only).
+    visits: visits::Cache,
     /// When the last move was (`beacon.db`'s writer only): each is later than the one
     /// before, even when the clock is set back.
     moved_at: i64,

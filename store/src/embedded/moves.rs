@@ -68,7 +68,7 @@ impl EmbeddedStore {
                 texts.begin();
                 let mut tx = file.conn.transaction()?;
                 let visitors = visitors_of(events.iter());
-                let mut states = visits::load(&tx, &visitors)?;
+                let mut states = visits::load(&tx, &file.visits, &visitors)?;
                 let rewrites: HashMap<Uuid, String> =
                     continuations(&events, &states).into_iter().collect();
                 let rows = count_rows(&tx, &file.queue, first, last)?;
@@ -115,6 +115,7 @@ impl EmbeddedStore {
                 visits::save(&tx, &followed, &states)?;
                 tx.commit()?;
                 texts.committed();
+                file.visits.committed(&followed, &states);
                 Ok((counted.len(), dead, rows))
             })
             .await?;

@@ -54,6 +54,7 @@ impl EmbeddedStore {
             queue: Arc::clone(&queue),
             texts: Default::default(),
             inserts: queue_inserts(&queue),
+            visits: Default::default(),
             moved_at: 0,
         };
         Ok(Self {

@@ -44,8 +44,10 @@ impl EmbeddedStore {
         let (site, user) = (site_id.to_owned(), user_id.to_owned());
         let queued_count = queued.len() as u64;
         let stored = self
-            .write(move |conn, _| {
-                let tx = conn.transaction()?;
+            .writer
+            .run(move |file| {
+                file.visits.forget(&(site.clone(), user.clone()));
+                let tx = file.conn.transaction()?;
                 // A moved event stays queued until its batch is finished: count it once.
                 let mut both = 0;
                 {
@@ -119,12 +121,16 @@ impl EmbeddedStore {
 
     /// Deletes the visit states of visitors not seen since `before` (epoch ms).
     pub(crate) async fn forget_visits(&self, before: i64) -> Result<u64> {
-        self.write(move |conn, _| {
-            let forgotten = conn.execute("DELETE FROM visits WHERE last < ?1", [before])?;
-            shrink(conn)?;
-            Ok(forgotten as u64)
-        })
-        .await
+        self.writer
+            .run(move |file| {
+                file.visits.clear();
+                let forgotten = file
+                    .conn
+                    .execute("DELETE FROM visits WHERE last < ?1", [before])?;
+                shrink(&file.conn)?;
+                Ok(forgotten as u64)
+            })
+            .await
     }
 
     /// Deletes the cookieless salts of days before `oldest_kept` (`YYYY-MM-DD`).

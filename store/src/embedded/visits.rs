@@ -1,17 +1,76 @@
 //! Visitors' visit states (see `rollup::visits`), read and written inside the move's
 //! transaction: the single writer makes each move see the states the last one left.
+//!
+//! The writer also keeps the states it last committed in memory ([`Cache`]), since the
+//! next moves mostly follow the same visitors: reading a state back from its table cost
+//! as much as the rest of following its events. Whatever else changes the table on this
+//! writer (an erasure, forgetting old states) tells the cache.
+
+use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::Result;
 use crate::rollup::visits::{States, VisitState, Visitor};
 
+/// The bytes of states kept in memory. By bytes, not visitors: a state can be 8 KB.
+const CACHED_BYTES: usize = 4 << 20;
+
+/// The visit states as last committed, of the visitors of recent moves.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    states: HashMap<Visitor, VisitState, ahash::RandomState>,
+    bytes: usize,
+}
+
+impl Cache {
+    /// After a commit that saved `visitors`' states from `states` (see [`save`]).
+    pub(super) fn committed(&mut self, visitors: &[Visitor], states: &States) {
+        for visitor in visitors {
+            let Some(state) = states.get(visitor) else {
+                continue;
+            };
+            let size = size_of(visitor, state);
+            if self.bytes + size > CACHED_BYTES {
+                self.states.clear();
+                self.bytes = 0;
+            }
+            self.bytes += size;
+            if let Some(old) = self.states.insert(visitor.clone(), state.clone()) {
+                self.bytes -= size_of(visitor, &old);
+            }
+        }
+    }
+
+    /// Before `visitor`'s state is deleted.
+    pub(crate) fn forget(&mut self, visitor: &Visitor) {
+        if let Some(old) = self.states.remove(visitor) {
+            self.bytes -= size_of(visitor, &old);
+        }
+    }
+
+    /// Before states are deleted in bulk.
+    pub(crate) fn clear(&mut self) {
+        self.states.clear();
+        self.bytes = 0;
+    }
+}
+
+/// About what a state costs in memory: its texts and its counted keys.
+fn size_of(visitor: &Visitor, state: &VisitState) -> usize {
+    64 + visitor.0.len() + visitor.1.len() + 8 * (state.attrs.len() + state.seen.len())
+}
+
 /// The states of `visitors` that exist.
-pub(super) fn load(tx: &Transaction<'_>, visitors: &[Visitor]) -> Result<States> {
+pub(super) fn load(tx: &Transaction<'_>, cache: &Cache, visitors: &[Visitor]) -> Result<States> {
     let mut stmt =
         tx.prepare_cached("SELECT state FROM visits WHERE site_id = ?1 AND user_id = ?2")?;
     let mut states = States::with_capacity(visitors.len());
     for visitor in visitors {
+        if let Some(state) = cache.states.get(visitor) {
+            states.insert(visitor.clone(), state.clone());
+            continue;
+        }
         let bytes: Option<Vec<u8>> = stmt
             .query_row(params![visitor.0, visitor.1], |r| r.get(0))
             .optional()?;

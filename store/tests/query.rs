@@ -669,6 +669,22 @@ async fn bad_queries_are_refused_with_the_reason() {
     let _ = DateRange::Period("7d".into());
 }
 
+/// A page view of `site` by `user` at `at`, continuing `continues`' visit if given.
+fn page_view(site: &str, user: &str, continues: Option<&str>, at: DateTime<Utc>) -> QueuedEvent {
+    QueuedEvent {
+        event_id: Uuid::now_v7(),
+        site_id: site.to_owned(),
+        event_type: "page_view".into(),
+        path: Some("/".into()),
+        user_id: Some(user.into()),
+        timestamp: at,
+        ingested_at: Utc::now(),
+        props: None,
+        context: Context::default(),
+        continues: continues.map(str::to_owned),
+    }
+}
+
 /// A visit state deleted (by an erasure of its user, or forgotten as old) is gone for
 /// good: the visitor's next event starts a visit, even right after the last one.
 #[tokio::test]
@@ -677,18 +693,7 @@ async fn a_deleted_visit_state_is_not_continued() {
         let store = open(&b).await;
         let site = format!("deleted-{}", Uuid::now_v7());
         let at = Utc.with_ymd_and_hms(2026, 3, 3, 10, 0, 0).unwrap();
-        let event = |user: &str, at: DateTime<Utc>| QueuedEvent {
-            event_id: Uuid::now_v7(),
-            site_id: site.clone(),
-            event_type: "page_view".into(),
-            path: Some("/".into()),
-            user_id: Some(user.into()),
-            timestamp: at,
-            ingested_at: Utc::now(),
-            props: None,
-            context: Context::default(),
-            continues: None,
-        };
+        let event = |user: &str, at| page_view(&site, user, None, at);
         enqueue(&store, vec![event("erased", at), event("forgotten", at)]).await;
         drain(&store).await;
         let later = at + Duration::minutes(5);
@@ -715,18 +720,7 @@ async fn a_cookieless_visit_goes_on_across_midnight() {
         let store = open(&b).await;
         let site = format!("midnight-{}", Uuid::now_v7());
         let midnight = Utc.with_ymd_and_hms(2026, 3, 3, 0, 0, 0).unwrap();
-        let event = |user: &str, continues: Option<&str>, at: DateTime<Utc>| QueuedEvent {
-            event_id: Uuid::now_v7(),
-            site_id: site.clone(),
-            event_type: "page_view".into(),
-            path: Some("/".into()),
-            user_id: Some(user.into()),
-            timestamp: at,
-            ingested_at: Utc::now(),
-            props: None,
-            context: Context::default(),
-            continues: continues.map(str::to_owned),
-        };
+        let event = |user: &str, continues, at| page_view(&site, user, continues, at);
         let before = event("monday-id", None, midnight - Duration::minutes(5));
         let after = event(
             "tuesday-id",

@@ -59,6 +59,10 @@ impl Sink for SqliteFile {
     }
 }
 
+/// Most events a claim makes room for before reading: as many as the largest batch the
+/// worker allows, so that a caller's larger `max` reserves no memory the rows may not fill.
+const RESERVED_EVENTS: usize = 100_000;
+
 /// The queue's columns an insert sets: [`EVENT_COLUMNS`], then `continues`.
 const QUEUE_COLUMN_COUNT: usize = EVENT_COLUMN_COUNT + 1;
 // SQLite's limit on parameters, checked when compiling.
@@ -122,27 +126,32 @@ impl EmbeddedStore {
                             (above.saturating_add(1), i64::MAX, limit)
                         }
                     };
-                    let rows = stmt
-                        .query_map(params![first, last, limit], |row| {
-                            let continues = row.get(1 + EVENT_COLUMN_COUNT)?;
-                            let event = read_event(row, 1).map(|e| QueuedEvent { continues, ..e });
-                            Ok((row.get::<_, i64>(0)?, event))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    // Sized for the batch up front: events are hundreds of bytes, too
+                    // many to copy while a vector grows.
+                    let mut events = Vec::with_capacity(max.min(RESERVED_EVENTS));
+                    let mut seqs = None;
+                    let mut rows = stmt.query(params![first, last, limit])?;
+                    while let Some(row) = rows.next()? {
+                        let seq: i64 = row.get(0)?;
+                        let continues = row.get(1 + EVENT_COLUMN_COUNT)?;
+                        events.push(read_event(row, 1).map(|e| QueuedEvent { continues, ..e }));
+                        seqs = Some((seqs.map_or(seq, |(first, _)| first), seq));
+                    }
                     // An expired claim whose rows are all moved is just dropped.
-                    if !(rows.is_empty() && taken_over.is_some()) {
-                        break rows;
+                    if !(events.is_empty() && taken_over.is_some()) {
+                        break (events, seqs);
                     }
                 };
-                if let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) {
+                let (events, seqs) = rows;
+                if let Some((first, last)) = seqs {
                     let claim = RangeClaim {
-                        first: *first,
-                        last: *last,
+                        first,
+                        last,
                         until: now + lease,
                     };
                     claims.insert(claim_token, claim);
                 }
-                rows.into_iter().map(|(_, e)| e).collect::<Result<Vec<_>>>()
+                events.into_iter().collect::<Result<Vec<_>>>()
             })
             .await?;
         if events.is_empty() {

@@ -236,13 +236,15 @@ impl ClaimedBatch {
     }
 }
 
-/// What moving a batch did.
+/// What moving a batch did. Each event is reported once, by the move that counts it: a
+/// move that finds its batch taken over or moved already reports nothing.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MoveOutcome {
-    /// Events newly written to `events`.
+    /// Events this move stored and counted, with any that an earlier attempt of the same
+    /// batch stored before it failed (on MongoDB, a move is several steps).
     pub inserted: usize,
-    /// Events that were already in `events` (a retry or a crashed worker's batch), dropped
-    /// from the queue without counting them again.
+    /// Events that another batch had stored already (resent after they were moved),
+    /// dropped from the queue without counting them again.
     pub duplicates: usize,
     /// Events the database refused for good, moved to `dead_letters` with the error.
     pub dead_lettered: usize,

@@ -129,7 +129,7 @@ impl MongoStore {
         let mut lease_ends = claim.lease_ends;
         if !self.renew_lease(claim, &mut lease_ends).await? {
             tracing::warn!(batch = %claim.batch, "the batch was taken over or moved already; leaving it");
-            return Ok(outcome);
+            return Ok(MoveOutcome::default());
         }
         let buckets: Vec<(BucketKey, Rollup)> = contribution.buckets.into_iter().collect();
         for some in buckets.chunks(ROLLUPS_AT_ONCE) {
@@ -143,7 +143,7 @@ impl MongoStore {
                     .all(|added| added);
             if !held {
                 tracing::warn!(batch = %claim.batch, "another worker took the batch over; leaving the rest to it");
-                return Ok(outcome);
+                return Ok(MoveOutcome::default());
             }
         }
         let saved = visitors_of(following.iter().copied());
@@ -180,10 +180,11 @@ impl MongoStore {
     }
 
     /// Sorts the documents `events` refused: a duplicate of an id stored already is a
-    /// copy (this batch's own if an earlier attempt of it stored it); anything else,
-    /// a duplicate on another unique index included, is refused for good. Answers the
-    /// indexes of the events this batch counts, how many were copies, and the dead
-    /// (index and error).
+    /// copy, or this batch's own if an earlier attempt of it stored it (then this move
+    /// counts it, as if it had stored it); anything else, a duplicate on another unique
+    /// index included, is refused for good. Answers the indexes of the events this batch
+    /// counts, how many were copies stored by other batches, and the dead (index and
+    /// error).
     async fn sort_refused(
         &self,
         batch: &ClaimedBatch,
@@ -223,12 +224,10 @@ impl MongoStore {
             ours.remove(&i);
             let id = batch.events.get(i).map(|e| e.event_id);
             match id.and_then(|id| stored.get(&id).copied()) {
-                Some(mine) if code == DUPLICATE_KEY => {
-                    duplicates += 1;
-                    if mine {
-                        ours.insert(i);
-                    }
+                Some(true) if code == DUPLICATE_KEY => {
+                    ours.insert(i);
                 }
+                Some(false) if code == DUPLICATE_KEY => duplicates += 1,
                 _ => dead.push((i, message)),
             }
         }

@@ -25,6 +25,7 @@
 //! - `rights`: erasing a user, retention, forgetting old salts;
 //! - `codec`: records to and from rows.
 
+mod bounded;
 mod codec;
 mod events;
 mod moves;

@@ -5,19 +5,27 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension};
 
-/// The bytes of texts whose ids are kept in memory, so that most lookups cost no query.
-/// By bytes, not entries: a context can be 4 KB, and clients choose how many differ.
+use super::bounded::Bounded;
+
+/// The bytes of texts whose ids are kept in memory (a context can be 4 KB).
 const CACHED_BYTES: usize = 4 << 20;
 
 /// The ids of texts, as the writer thread knows them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Texts {
     /// Committed ids.
-    cache: HashMap<String, i64, ahash::RandomState>,
-    /// The bytes of `cache`'s texts.
-    cached_bytes: usize,
+    cache: Bounded<String, i64>,
     /// Ids read or added since the last commit, which a rollback may undo.
     pending: HashMap<String, i64, ahash::RandomState>,
+}
+
+impl Default for Texts {
+    fn default() -> Self {
+        Self {
+            cache: Bounded::new(CACHED_BYTES),
+            pending: HashMap::default(),
+        }
+    }
 }
 
 impl Texts {
@@ -49,16 +57,10 @@ impl Texts {
 
     /// After a commit: what was pending is now known for good.
     pub(crate) fn committed(&mut self) {
-        let pending: usize = self.pending.keys().map(String::len).sum();
-        if self.cached_bytes + pending > CACHED_BYTES {
-            self.cache.clear();
-            self.cached_bytes = 0;
+        for (text, id) in self.pending.drain() {
+            let size = text.len();
+            self.cache.insert(text, id, size);
         }
-        if pending <= CACHED_BYTES {
-            self.cached_bytes += pending;
-            self.cache.extend(self.pending.drain());
-        }
-        self.pending.clear();
     }
 
     /// After a rollback (of a transaction or a savepoint): what was added may be gone.
@@ -104,7 +106,7 @@ mod tests {
             texts.begin();
             texts.id(&conn, &format!("{long}{i}")).unwrap();
             texts.committed();
-            assert!(texts.cached_bytes <= CACHED_BYTES);
+            assert!(texts.cache.bytes() <= CACHED_BYTES);
         }
         assert!(texts.cache.len() < 3000);
     }

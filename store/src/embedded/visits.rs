@@ -6,21 +6,23 @@
 //! as much as the rest of following its events. Whatever else changes the table on this
 //! writer (an erasure, forgetting old states) tells the cache.
 
-use std::collections::HashMap;
-
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::bounded::Bounded;
 use crate::Result;
 use crate::rollup::visits::{States, VisitState, Visitor};
 
-/// The bytes of states kept in memory. By bytes, not visitors: a state can be 8 KB.
+/// The bytes of states kept in memory (a state can be 8 KB).
 const CACHED_BYTES: usize = 4 << 20;
 
 /// The visit states as last committed, of the visitors of recent moves.
-#[derive(Debug, Default)]
-pub(crate) struct Cache {
-    states: HashMap<Visitor, VisitState, ahash::RandomState>,
-    bytes: usize,
+#[derive(Debug)]
+pub(crate) struct Cache(Bounded<Visitor, VisitState>);
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self(Bounded::new(CACHED_BYTES))
+    }
 }
 
 impl Cache {
@@ -31,28 +33,18 @@ impl Cache {
                 continue;
             };
             let size = size_of(visitor, state);
-            if self.bytes + size > CACHED_BYTES {
-                self.states.clear();
-                self.bytes = 0;
-            }
-            self.bytes += size;
-            if let Some(old) = self.states.insert(visitor.clone(), state.clone()) {
-                self.bytes -= size_of(visitor, &old);
-            }
+            self.0.insert(visitor.clone(), state.clone(), size);
         }
     }
 
     /// Before `visitor`'s state is deleted.
     pub(crate) fn forget(&mut self, visitor: &Visitor) {
-        if let Some(old) = self.states.remove(visitor) {
-            self.bytes -= size_of(visitor, &old);
-        }
+        self.0.remove(visitor);
     }
 
     /// Before states are deleted in bulk.
     pub(crate) fn clear(&mut self) {
-        self.states.clear();
-        self.bytes = 0;
+        self.0.clear();
     }
 }
 
@@ -67,7 +59,7 @@ pub(super) fn load(tx: &Transaction<'_>, cache: &Cache, visitors: &[Visitor]) ->
         tx.prepare_cached("SELECT state FROM visits WHERE site_id = ?1 AND user_id = ?2")?;
     let mut states = States::with_capacity(visitors.len());
     for visitor in visitors {
-        if let Some(state) = cache.states.get(visitor) {
+        if let Some(state) = cache.0.get(visitor) {
             states.insert(visitor.clone(), state.clone());
             continue;
         }

@@ -672,16 +672,8 @@ async fn bad_queries_are_refused_with_the_reason() {
 /// A page view of `site` by `user` at `at`, continuing `continues`' visit if given.
 fn page_view(site: &str, user: &str, continues: Option<&str>, at: DateTime<Utc>) -> QueuedEvent {
     QueuedEvent {
-        event_id: Uuid::now_v7(),
-        site_id: site.to_owned(),
-        event_type: "page_view".into(),
-        path: Some("/".into()),
-        user_id: Some(user.into()),
-        timestamp: at,
-        ingested_at: Utc::now(),
-        props: None,
-        context: Context::default(),
         continues: continues.map(str::to_owned),
+        ..beacon_testkit::store::page_view(site, "/", Some(user), at)
     }
 }
 

@@ -102,15 +102,17 @@ impl EmbeddedStore {
                     .collect();
                 // As a rule, every claimed event is counted as it was claimed.
                 let as_claimed = counted.len() == claimed && rewrites.is_empty();
-                let mut contribution = match as_claimed {
-                    true => claimed_rollups,
-                    false => rollup::rollups_of(&keys, counted.iter().copied()),
+                let mut contribution = if as_claimed {
+                    claimed_rollups
+                } else {
+                    rollup::rollups_of(&keys, counted.iter().copied())
                 };
                 add_visits(&keys, &counted, &mut states, &mut contribution);
                 add_to_rollups(&tx, std::mem::take(&mut contribution))?;
-                let followed = match as_claimed {
-                    true => visitors,
-                    false => visitors_of(counted.iter().copied()),
+                let followed = if as_claimed {
+                    visitors
+                } else {
+                    visitors_of(counted.iter().copied())
                 };
                 visits::save(&tx, &followed, &states)?;
                 tx.commit()?;

@@ -114,7 +114,7 @@ impl EmbeddedStore {
                      WHERE seq BETWEEN ?1 AND ?2
                      ORDER BY seq LIMIT ?3"
                 ))?;
-                let rows = loop {
+                let (events, seqs) = loop {
                     let expired = claims.iter().find(|(_, c)| c.until <= now);
                     let expired = expired.map(|(token, _)| token.clone());
                     let taken_over = expired.and_then(|token| claims.remove(&token));
@@ -142,7 +142,6 @@ impl EmbeddedStore {
                         break (events, seqs);
                     }
                 };
-                let (events, seqs) = rows;
                 if let Some((first, last)) = seqs {
                     let claim = RangeClaim {
                         first,

@@ -52,6 +52,29 @@ pub async fn middleware_error(error: tower::BoxError) -> ApiError {
     }
 }
 
+/// Refuses a body in a `Content-Encoding` that the decompression layer left in place,
+/// which is one it cannot decode: tower-http's own refusal is a `415` without a body,
+/// and every error here is JSON.
+pub async fn refuse_unknown_encoding(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match request.headers().get(header::CONTENT_ENCODING) {
+        Some(encoding) if encoding != "identity" => {
+            let named = String::from_utf8_lossy(encoding.as_bytes());
+            let named: String = named.chars().take(64).collect();
+            ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: format!(
+                    "Content-Encoding `{named}` is not supported: send gzip, or no encoding"
+                ),
+            }
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -249,8 +249,9 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
     timed
         .merge(exports.layer(compression))
         .with_state(state)
+        .layer(axum::middleware::from_fn(error::refuse_unknown_encoding))
         // Body limits apply after decompression, so a gzip bomb stops at the limit.
-        .layer(RequestDecompressionLayer::new())
+        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
         // A 5xx is no error line of its own: what failed inside is logged where it
         // failed, and a full queue's 503s, one per refused request under a flood, are
         // counted in the metrics instead.

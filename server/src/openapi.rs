@@ -118,6 +118,7 @@ fn errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
                 408 => "The request (or its body) took too long.",
                 409 => "It exists already.",
                 413 => "The body is over its limit.",
+                415 => "The body's Content-Encoding is not gzip (or none).",
                 429 => "Over the rate limit: see Retry-After.",
                 503 => "The store is unavailable or the queue is full: nothing was stored; retry after Retry-After.",
                 _ => "An error.",
@@ -139,7 +140,7 @@ pub struct IngestErrors;
 
 impl IntoResponses for IngestErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[400, 403, 408, 413, 429, 503])
+        errors(&[400, 403, 408, 413, 415, 429, 503])
     }
 }
 

@@ -205,7 +205,7 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
 }
 
 #[tokio::test]
-async fn gzip_bodies_are_accepted_and_gzip_bombs_stop_at_the_limit() {
+async fn gzip_bodies_are_accepted_gzip_bombs_stop_at_the_limit_and_other_encodings_are_refused() {
     let b = TestBackend::embedded();
     let app = TestApp::start(&b).await;
     let r = app
@@ -227,6 +227,21 @@ async fn gzip_bodies_are_accepted_and_gzip_bombs_stop_at_the_limit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // An encoding the server cannot decode is refused in JSON, on every route.
+    for (path, encoding) in [("/event", "br"), ("/api/v2/query", "x\u{ff}\u{fe}")] {
+        let r = app
+            .http
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(seed_event().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unsupported_media_type", "{path}: {body}");
+    }
     app.wait_for_total("site_id=site-001", 1).await;
     app.stop().await;
 }

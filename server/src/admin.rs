@@ -2,8 +2,8 @@
 //! admin token (see `access`).
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use beacon_protocol::event::validate_fields;
 use beacon_store::{ApiKey, Site};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::access::{Admin, new_key};
-use crate::error::{ApiError, with_timeout};
+use crate::error::{ApiError, PathParams, with_timeout};
 use crate::openapi::AdminErrors;
 
 /// Most domains a site may list.
@@ -145,7 +145,7 @@ pub async fn list_sites(
 pub async fn get_site(
     _: Admin,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    PathParams(site_id): PathParams<String>,
 ) -> Result<Json<SiteView>, ApiError> {
     Ok(Json(registered(&state, &site_id).await?.into()))
 }
@@ -155,7 +155,7 @@ pub async fn get_site(
 pub async fn update_site(
     _: Admin,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    PathParams(site_id): PathParams<String>,
     body: Result<Json<SitePatch>, JsonRejection>,
 ) -> Result<Json<SiteView>, ApiError> {
     let Json(patch) = body?;
@@ -178,7 +178,7 @@ pub async fn update_site(
 pub async fn delete_site(
     _: Admin,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    PathParams(site_id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     if !with_timeout(
         state.limits.store_timeout,
@@ -197,7 +197,7 @@ pub async fn delete_site(
 pub async fn create_key(
     _: Admin,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    PathParams(site_id): PathParams<String>,
 ) -> Result<(StatusCode, Json<NewKey>), ApiError> {
     registered(&state, &site_id).await?;
     let (record, key) = new_key(&site_id);
@@ -218,7 +218,7 @@ pub async fn create_key(
 pub async fn list_keys(
     _: Admin,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    PathParams(site_id): PathParams<String>,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     registered(&state, &site_id).await?;
     let keys = with_timeout(state.limits.store_timeout, state.store.keys(&site_id)).await?;
@@ -230,7 +230,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
-    Path((site_id, key_id)): Path<(String, String)>,
+    PathParams((site_id, key_id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let revoke = state.store.revoke_key(&site_id, &key_id);
     if !with_timeout(state.limits.store_timeout, revoke).await? {
@@ -248,7 +248,7 @@ pub async fn revoke_key(
 pub async fn erase_user(
     _: Admin,
     State(state): State<AppState>,
-    Path((site_id, user_id)): Path<(String, String)>,
+    PathParams((site_id, user_id)): PathParams<(String, String)>,
 ) -> Result<Json<Erased>, ApiError> {
     // Generous: on a big site this deletes among millions of rows.
     let timeout = state.limits.request_timeout / 2;

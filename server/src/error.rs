@@ -1,6 +1,8 @@
 //! The API's one error type: every failure becomes a status and a JSON body naming it.
 
 use axum::Json;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use beacon_protocol::{ErrorBody, ValidationError};
@@ -72,6 +74,22 @@ pub async fn refuse_unknown_encoding(
             .into_response()
         }
         _ => next.run(request).await,
+    }
+}
+
+/// A route's path parameters, refused in the API's error shape: axum's own refusal (of
+/// a parameter that is not UTF-8 once decoded, say) is plain text.
+#[derive(Debug)]
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(Self(params)),
+            Err(rejection) => Err(ApiError::Invalid(rejection.body_text())),
+        }
     }
 }
 

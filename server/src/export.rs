@@ -4,7 +4,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use beacon_protocol::DateBound;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::access::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, PathParams};
 
 /// Events read per page.
 const PAGE: usize = 1000;
@@ -113,7 +113,7 @@ enum Format {
 pub async fn export(
     _: Admin,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    PathParams(site_id): PathParams<String>,
     headers: HeaderMap,
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -103,6 +103,12 @@ async fn keys_gate_reads_and_a_revoked_key_stops_at_once() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // A parameter that is not UTF-8 once decoded is refused in JSON.
+        let (status, body) = admin(&app, Method::DELETE, "/api/sites/shop/keys/%FF", None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
         let path = format!("/api/sites/shop/keys/{key_id}");
         assert_eq!(admin(&app, Method::DELETE, &path, None).await.0, 204);
         assert_eq!(read(Some(&key), "shop").await.0, 401, "{}", b.name);

@@ -246,18 +246,27 @@ pub fn app(state: AppState, sdk_dir: &Path, limits: RateLimits) -> Router {
                 .layer(HandleErrorLayer::new(error::middleware_error))
                 .timeout(request_timeout),
         );
-    timed
+    // The metrics' layer needs the route the router matched, so it is on every route;
+    // it counts a panic as the 500 that the panic layer outside answers.
+    let routed = timed
         .merge(exports.layer(compression))
         .with_state(state)
-        .layer(axum::middleware::from_fn(error::refuse_unknown_encoding))
-        // Body limits apply after decompression, so a gzip bomb stops at the limit.
-        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        .layer(beacon_telemetry::TrackHttpLayer);
+    // The rest wrap the router once: a layer on a router is a layer on each of its
+    // routes, cloned with the route's whole stack on every request (BENCHMARKS.md).
+    let outer = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(error::panic_response))
         // A 5xx is no error line of its own: what failed inside is logged where it
         // failed, and a full queue's 503s, one per refused request under a flood, are
         // counted in the metrics instead.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(axum::middleware::from_fn(beacon_telemetry::track_http))
+        // Body limits apply after decompression, so a gzip bomb stops at the limit.
+        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        // `from_fn` takes axum's body type.
+        .map_request(|request: axum::http::Request<_>| request.map(axum::body::Body::new))
+        .layer(axum::middleware::from_fn(error::refuse_unknown_encoding))
+        .service(routed);
+    Router::new().fallback_service(outer)
 }
 
 /// `GET /metrics`, for this process.

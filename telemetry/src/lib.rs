@@ -4,7 +4,7 @@
 //!   with every metric described and histogram buckets fit for request and move times.
 //! - `record` names every metric and is the only place that records them: handlers and
 //!   the worker call its functions, so a name or label is spelt once.
-//! - [`track_http`] counts and times requests, by route and status.
+//! - [`TrackHttpLayer`] counts and times requests, by route and status.
 //! - [`router`] serves `GET /metrics` (behind `METRICS_TOKEN` when set), reading the
 //!   queue's figures from the store at scrape time; [`serve`] runs it on a port of its
 //!   own (`METRICS_PORT`).
@@ -22,7 +22,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use endpoint::{router, serve};
-pub use http::track_http;
+pub use http::{TrackHttp, TrackHttpLayer};
 pub use record::*;
 
 /// How often histogram samples are folded into their buckets, so that memory stays

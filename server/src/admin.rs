@@ -250,6 +250,9 @@ pub async fn erase_user(
     State(state): State<AppState>,
     PathParams((site_id, user_id)): PathParams<(String, String)>,
 ) -> Result<Json<Erased>, ApiError> {
+    // Ids ingest would refuse were never stored: saying so beats erasing nothing.
+    validate_fields(&site_id, "erase", None, Some(&user_id))
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     // Generous: on a big site this deletes among millions of rows.
     let timeout = state.limits.request_timeout / 2;
     let erased = with_timeout(timeout, state.store.erase_user(&site_id, &user_id)).await?;

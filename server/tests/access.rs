@@ -347,6 +347,13 @@ async fn exports_stream_raw_events_as_ndjson_or_csv_and_erasure_removes_a_user()
             })
             .collect();
         assert_eq!(users, HashSet::from(["u0".to_owned()]), "{}", b.name);
+        // An id ingest would refuse was never stored.
+        let long = format!("/api/sites/s/users/{}", "u".repeat(1000));
+        let (status, body) = admin(&app, Method::DELETE, &long, None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
         // Exports are for the admin only.
         let (_, created) = {
             register(&app, json!({"site_id": "s"})).await;

@@ -47,12 +47,13 @@ impl<S: Service<Request, Response = Response>> Service<Request> for TrackHttp<S>
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
         // A clone of the matched path is a reference count, not a copy.
         let route = request.extensions().get::<MatchedPath>().cloned();
         Tracked {
             inner: self.inner.call(request),
             route,
-            started: Instant::now(),
+            started,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use endpoint::{router, serve};
-pub use http::{TrackHttp, TrackHttpLayer};
+pub use http::TrackHttpLayer;
 pub use record::*;
 
 /// How often histogram samples are folded into their buckets, so that memory stays
